@@ -1,0 +1,5 @@
+"""`python -m rulec`."""
+
+from rulec.cli import main
+
+raise SystemExit(main())

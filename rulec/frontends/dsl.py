@@ -1,0 +1,672 @@
+""".rules files -> IR. Parsing is Lark's; this module resolves includes and defines, checks every
+value against where it is used, and builds the IR with a span on every node.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lark import Token, Tree
+from lark.exceptions import UnexpectedInput
+
+from rulec.diagnostics import Collector, RulecError, SourceFile, Span
+from rulec.frontends.grammar import parser
+from rulec.frontends.syntax_errors import syntax_diagnostic
+from rulec.ir import nodes as ir
+from rulec.ir.values import (
+    ICMP,
+    ICMP_TYPES,
+    ICMPV6,
+    ICMPV6_TYPES,
+    MAX_MARK,
+    MAX_PORT,
+    PROTOCOLS,
+    AddressSet,
+    AddrType,
+    AddrTypeKind,
+    CtState,
+    CtStates,
+    Family,
+    IcmpType,
+    Interface,
+    Limit,
+    Mark,
+    PortSet,
+    Prefix,
+    Protocol,
+    RateUnit,
+    TcpFlag,
+    TcpFlags,
+)
+
+_FAMILIES = {"ip": Family.IP, "ip6": Family.IP6, "inet": Family.INET}
+_TABLES = {k.value: k for k in ir.TableKind}
+_CHAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+# The kernel refuses these in interface names; `"` and `\` would need quoting downstream.
+_BAD_IFNAME_CHARS = set(" /:\"'\\\t")
+_ESCAPE = re.compile(r"\\(.)")
+_REJECT = {w.value: w for w in ir.RejectWith}
+_LEVELS = {lv.value: lv for lv in ir.LogLevel}
+_UNITS = {u.value: u for u in RateUnit} | {u.value + "s": u for u in RateUnit}
+_SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
+
+
+@dataclass
+class _Context:
+    """State while lowering one compilation: defines, tables, the include stack."""
+
+    out: Collector
+    defines: dict[str, tuple[list[Token], Span]] = field(default_factory=dict)
+    tables: dict[tuple[Family, ir.TableKind], _TableBuilder] = field(default_factory=dict)
+    stack: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _TableBuilder:
+    kind: ir.TableKind
+    family: Family
+    span: Span
+    chains: dict[str, ir.Chain] = field(default_factory=dict)
+
+    def build(self) -> ir.Table:
+        return ir.Table(kind=self.kind, family=self.family, chains=tuple(self.chains.values()),
+                        span=self.span)
+
+
+def parse_text(text: str, name: str = "<string>") -> ir.Ruleset:
+    """Parse one policy text; includes resolve relative to the current directory."""
+    ctx = _Context(Collector())
+    _lower_source(SourceFile(name, text), Path.cwd(), ctx)
+    return _finish(ctx)
+
+
+def parse_files(paths: Sequence[Path]) -> ir.Ruleset:
+    """Parse policy files in order, as if they were one file."""
+    ctx = _Context(Collector())
+    for path in paths:
+        _load_file(path, None, ctx)
+    return _finish(ctx)
+
+
+def _finish(ctx: _Context) -> ir.Ruleset:
+    ctx.out.raise_if_errors()
+    return ir.Ruleset(tables=tuple(t.build() for t in ctx.tables.values()))
+
+
+def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
+    resolved = path.resolve()
+    if resolved in ctx.stack:
+        cycle = " -> ".join(p.name for p in [*ctx.stack[ctx.stack.index(resolved):], resolved])
+        ctx.out.error("E0204", f"include cycle: {cycle}", span)
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        ctx.out.error("E0203", f"cannot read {path}: {reason}", span)
+        return
+    ctx.stack.append(resolved)
+    try:
+        _lower_source(SourceFile(str(path), text), path.parent, ctx)
+    finally:
+        ctx.stack.pop()
+
+
+def _lower_source(source: SourceFile, directory: Path, ctx: _Context) -> None:
+    grammar = parser()
+    try:
+        # A trailing newline lets the last line end like every other.
+        tree = grammar.parse(source.text + "\n")
+    except UnexpectedInput as exc:
+        ctx.out.extend([syntax_diagnostic(exc, source, grammar)])
+        return
+    _Lowering(source, directory, ctx).items(tree)
+
+
+class _Lowering:
+    """Walks one file's parse tree; appends IR to the context and errors to its collector."""
+
+    def __init__(self, source: SourceFile, directory: Path, ctx: _Context) -> None:
+        self.source = source
+        self.directory = directory
+        self.ctx = ctx
+        self.out = ctx.out
+
+    # ------------------------------------------------------------------ spans and helpers
+    def span(self, node: Tree[Token] | Token) -> Span:
+        if isinstance(node, Token):
+            start, end = node.start_pos or 0, node.end_pos or 0
+        else:
+            start, end = node.meta.start_pos, node.meta.end_pos
+        return self.source.span(start, end)
+
+    def string(self, token: Token) -> str:
+        body = str(token)[1:-1]
+        for match in _ESCAPE.finditer(body):
+            if match.group(1) not in '"\\':
+                start = (token.start_pos or 0) + 1 + match.start()
+                self.out.error("E0104", f"unknown escape \\{match.group(1)} in string",
+                               self.source.span(start, start + 2),
+                               'only \\" and \\\\ are escapes')
+        return _ESCAPE.sub(r"\1", body)
+
+    # ------------------------------------------------------------------ top level
+    def items(self, tree: Tree[Token]) -> None:
+        for item in tree.children:
+            assert isinstance(item, Tree)
+            if item.data == "define":
+                self.define(item)
+            elif item.data == "include":
+                token = item.children[0]
+                assert isinstance(token, Token)
+                _load_file(self.directory / self.string(token), self.span(item), self.ctx)
+            else:
+                self.table(item)
+
+    def define(self, tree: Tree[Token]) -> None:
+        name, value = tree.children
+        assert isinstance(name, Token) and isinstance(value, Tree)
+        if name in self.ctx.defines:
+            first = self.ctx.defines[name][1]
+            self.out.error("E0202", f"${name} is already defined", self.span(name),
+                           f"first defined at {first}")
+            return
+        self.ctx.defines[str(name)] = (self.atoms(value), self.span(name))
+
+    def atoms(self, value: Tree[Token]) -> list[Token]:
+        """The value's atoms with $variables expanded (defines are resolved when defined)."""
+        inner = value.children[0]
+        assert isinstance(inner, Tree)
+        raw = [inner] if inner.data == "atom" else [c for c in inner.children if c is not None]
+        atoms: list[Token] = []
+        for atom in raw:
+            assert isinstance(atom, Tree)
+            token = atom.children[0]
+            assert isinstance(token, Token)
+            if token.type != "VAR":
+                atoms.append(token)
+                continue
+            name = token[1:]
+            if name not in self.ctx.defines:
+                close = difflib.get_close_matches(name, list(self.ctx.defines), n=1)
+                notes = [f"did you mean ${close[0]}?"] if close else [
+                    "define it first: `define " + name + " = ...`"]
+                self.out.error("E0201", f"${name} is not defined", self.span(token), *notes)
+                continue
+            atoms.extend(self.ctx.defines[name][0])
+        return atoms
+
+    def table(self, tree: Tree[Token]) -> None:
+        first, second, *chains = tree.children
+        assert isinstance(first, Token)
+        family_token, kind_token = (first, second) if second is not None else (None, first)
+        assert isinstance(kind_token, Token)
+        family = Family.INET
+        if family_token is not None:
+            if family_token not in _FAMILIES:
+                self.out.error("E0301", f"unknown family {family_token!s}",
+                               self.span(family_token), "use ip, ip6 or inet")
+                return
+            family = _FAMILIES[family_token]
+        if kind_token not in _TABLES:
+            self.out.error("E0301", f"unknown table {kind_token!s}", self.span(kind_token),
+                           "use filter, nat, mangle or raw")
+            return
+        kind = _TABLES[kind_token]
+        builder = self.ctx.tables.setdefault(
+            (family, kind), _TableBuilder(kind, family, self.span(tree)))
+        for chain in chains:
+            assert isinstance(chain, Tree)
+            self.chain(chain, builder)
+
+    def chain(self, tree: Tree[Token], table: _TableBuilder) -> None:
+        name, policy_token, *rule_trees = tree.children
+        assert isinstance(name, Token)
+        span = self.span(name)
+        if not _CHAIN_NAME.match(name):
+            self.out.error("E0210", f"invalid chain name {name!s}", span,
+                           "use letters, digits, '_' and '-', starting with a letter or '_'")
+            return
+        if name in table.chains:
+            first = table.chains[name].span
+            self.out.error("E0206", f"chain {name!s} is already declared in table "
+                           f"{table.family.value} {table.kind.value}", span,
+                           f"first declared at {first}")
+            return
+        builtin = {h.value: h for h in ir.BUILTIN_CHAINS[table.kind]}
+        hook = builtin.get(str(name))
+        if hook is None and name in ir.Hook.__members__:
+            self.out.error("E0209", f"table {table.kind.value} has no built-in chain {name!s}",
+                           span, "built-in chains here: " + ", ".join(builtin))
+            return
+        policy = None
+        if policy_token is not None:
+            assert isinstance(policy_token, Token)
+            if hook is None:
+                self.out.error("E0208", f"user chain {name!s} cannot have a policy",
+                               self.span(policy_token),
+                               "only built-in chains (" + ", ".join(builtin) + ") have one")
+            elif policy_token not in ("accept", "drop"):
+                self.out.error("E0301", f"unknown policy {policy_token!s}",
+                               self.span(policy_token), "use accept or drop")
+            else:
+                policy = ir.Policy(str(policy_token))
+        rules = []
+        for rule_tree in rule_trees:
+            if rule_tree is None:
+                continue
+            assert isinstance(rule_tree, Tree)
+            rule = self.rule(rule_tree)
+            if rule is not None:
+                rules.append(rule)
+        table.chains[str(name)] = ir.Chain(name=str(name), hook=hook, policy=policy,
+                                           rules=tuple(rules), span=span)
+
+    # ------------------------------------------------------------------ rules
+    def rule(self, tree: Tree[Token]) -> ir.Rule | None:
+        action_tree, *clauses = tree.children
+        assert isinstance(action_tree, Tree)
+        span = self.span(tree)
+        errors_before = len(self.out.items)
+        fields: dict[str, object] = {}
+        seen: dict[str, Span] = {}
+        statements: list[ir.Statement] = []
+        comment: str | None = None
+        for clause in clauses:
+            assert isinstance(clause, Tree)
+            kind = clause.data
+            cspan = self.span(clause)
+            if kind in ("log_statement", "counter"):
+                statements.append(self.log(clause) if kind == "log_statement" else ir.Counter())
+                continue
+            key = "proto" if kind == "proto_name" else kind
+            if key in seen:
+                self.out.error("E0304", f"{_CLAUSE_LABEL.get(key, key)} is given twice", cspan,
+                               f"first given at {seen[key]}")
+                continue
+            seen[key] = cspan
+            if kind == "comment":
+                token = clause.children[0]
+                assert isinstance(token, Token)
+                comment = self.string(token)
+                continue
+            handler = _CLAUSES[kind]
+            value = handler(self, clause)
+            if value is not None:
+                fields[key] = value
+        if "syn" in fields:
+            if "tcp_flags" in fields:
+                self.out.error("E0304", "`syn` and `flags` both set tcp flags", seen["syn"])
+            fields["tcp_flags"] = fields.pop("syn")
+        action = self.action(action_tree)
+        self.imply_family(fields, span)
+        self.resolve_icmp_type(fields, seen)
+        if len(self.out.items) > errors_before or action is None:
+            return None
+        match = ir.Match(**fields)  # type: ignore[arg-type]
+        return ir.Rule(match=match, statements=tuple(statements), action=action,
+                       comment=comment, span=span)
+
+    def imply_family(self, fields: dict[str, object], span: Span) -> None:
+        proto = fields.get("proto")
+        if not isinstance(proto, Protocol) or proto.negated or proto.number not in (ICMP, ICMPV6):
+            return
+        implied = Family.IP if proto.number == ICMP else Family.IP6
+        given = fields.get("family")
+        if given is not None and given is not implied:
+            self.out.error("E0306", f"{proto.name} is never {given.value}"  # type: ignore[attr-defined]
+                           , span)
+        fields["family"] = implied
+
+    def resolve_icmp_type(self, fields: dict[str, object], seen: dict[str, Span]) -> None:
+        pending = fields.pop("icmp_type", None)
+        if pending is None:
+            return
+        assert isinstance(pending, tuple)
+        negated, token = pending
+        proto = fields.get("proto")
+        number = proto.number if isinstance(proto, Protocol) else None
+        if number not in (ICMP, ICMPV6):
+            self.out.error("E0305", "`type` needs `icmp` or `icmpv6` before it", seen["icmp_type"])
+            return
+        family = Family.IP if number == ICMP else Family.IP6
+        table = ICMP_TYPES if number == ICMP else ICMPV6_TYPES
+        if token.type == "INT":
+            value = int(token)
+        elif token in table:
+            value = table[token]
+        else:
+            close = difflib.get_close_matches(str(token), list(table), n=1)
+            notes = [f"did you mean {close[0]}?"] if close else ["or give the type number"]
+            self.out.error("E0311", f"unknown {'icmp' if number == ICMP else 'icmpv6'} type "
+                           f"{token!s}", self.span(token), *notes)
+            return
+        if value > 255:
+            self.out.error("E0311", f"icmp type {value} is out of range", self.span(token))
+            return
+        fields["icmp_type"] = IcmpType(family, value, negated)
+
+    # ------------------------------------------------------------------ clauses
+    def neg(self, token: Token | Tree[Token] | None) -> bool:
+        return token is not None
+
+    def addresses(self, tree: Tree[Token]) -> AddressSet | None:
+        neg, value = tree.children[-2:]
+        assert isinstance(value, Tree)
+        errors_before = len(self.out.items)
+        prefixes = []
+        for atom in self.atoms(value):
+            if atom.type not in ("IPV4", "IPV6"):
+                self.out.error("E0303", f"expected an address, got {atom!s}", self.span(atom))
+                continue
+            try:
+                prefixes.append(Prefix.parse(str(atom)))
+            except ValueError as exc:
+                self.out.error("E0301", f"invalid address {atom!s}", self.span(atom),
+                               *_address_hint(str(atom), exc))
+        if not prefixes:
+            if len(self.out.items) == errors_before:
+                self.out.error("E0310", "empty address set: the rule could never match",
+                               self.span(value))
+            return None
+        return AddressSet(tuple(prefixes), self.neg(neg))
+
+    def ports(self, tree: Tree[Token]) -> PortSet | None:
+        neg, value = tree.children[-2:]
+        assert isinstance(value, Tree)
+        errors_before = len(self.out.items)
+        ranges = []
+        for atom in self.atoms(value):
+            port_range = self.port_range(atom)
+            if port_range is not None:
+                ranges.append(port_range)
+        if not ranges:
+            if len(self.out.items) == errors_before:
+                self.out.error("E0310", "empty port set: the rule could never match",
+                               self.span(value))
+            return None
+        return PortSet(tuple(ranges), self.neg(neg))
+
+    def port_range(self, atom: Token) -> tuple[int, int] | None:
+        if atom.type == "INT":
+            low = high = int(atom)
+        elif atom.type == "RANGE":
+            low, high = (int(p) for p in atom.split("-"))
+        else:
+            self.out.error("E0303", f"expected a port, got {atom!s}", self.span(atom))
+            return None
+        if high > MAX_PORT:
+            self.out.error("E0302", f"port {high} is out of range (0-65535)", self.span(atom))
+            return None
+        if low > high:
+            self.out.error("E0302", f"port range {atom!s} is reversed", self.span(atom),
+                           f"did you mean {high}-{low}?")
+            return None
+        return (low, high)
+
+    def port_atom(self, tree: Tree[Token]) -> tuple[int, int] | None:
+        token = tree.children[0]
+        assert isinstance(token, Token)
+        return self.port_range(token)
+
+    def interface(self, tree: Tree[Token]) -> Interface | None:
+        neg, iface = tree.children
+        assert isinstance(iface, Tree)
+        token = iface.children[0]
+        assert isinstance(token, Token)
+        name = self.string(token) if token.type == "STRING" else str(token)
+        bad = sorted({c for c in name if c in _BAD_IFNAME_CHARS or not c.isprintable()})
+        if not name or bad or "+" in name[:-1] or name in (".", ".."):
+            self.out.error("E0313", f"invalid interface name {name!r}", self.span(token),
+                           "interface names have no spaces, quotes, '/' or ':'; "
+                           "'+' only at the end as a wildcard")
+            return None
+        if len(name) > 15:
+            self.out.error("E0313", f"interface name {name!r} is longer than 15 characters",
+                           self.span(token))
+            return None
+        return Interface(name, self.neg(neg))
+
+    def names(self, tree: Tree[Token]) -> list[Token]:
+        return [t for t in tree.children if isinstance(t, Token)]
+
+    def ct_state(self, tree: Tree[Token]) -> CtStates | None:
+        neg, name_list = tree.children
+        assert isinstance(name_list, Tree)
+        states = set()
+        for token in self.names(name_list):
+            try:
+                states.add(CtState(str(token)))
+            except ValueError:
+                self.out.error("E0301", f"unknown conntrack state {token!s}", self.span(token),
+                               "use " + ", ".join(s.value for s in CtState))
+        return CtStates(frozenset(states), self.neg(neg)) if states else None
+
+    def tcp_flags(self, tree: Tree[Token]) -> TcpFlags | None:
+        neg, value_list, mask_list = tree.children
+        assert isinstance(value_list, Tree) and isinstance(mask_list, Tree)
+        value, mask = self.flag_set(value_list), self.flag_set(mask_list)
+        if value is None or mask is None:
+            return None
+        if not value <= mask:
+            self.out.error("E0301", "tcp flags before `/` must be among the flags after it",
+                           self.span(tree), "e.g. `flags syn / syn,rst`: SYN set, RST clear")
+            return None
+        return TcpFlags(value, mask, self.neg(neg))
+
+    def flag_set(self, tree: Tree[Token]) -> frozenset[TcpFlag] | None:
+        flags = set()
+        for token in self.names(tree):
+            try:
+                flags.add(TcpFlag(str(token).lower()))
+            except ValueError:
+                self.out.error("E0301", f"unknown tcp flag {token!s}", self.span(token),
+                               "use " + ", ".join(f.value for f in TcpFlag))
+                return None
+        return frozenset(flags)
+
+    def mark_value(self, tree: Tree[Token]) -> tuple[int, int] | None:
+        tokens = [t for t in tree.children if isinstance(t, Token)]
+        numbers = [int(str(t), 0) if t.type == "HEX" else int(t) for t in tokens]
+        value, mask = numbers[0], (numbers[1] if len(numbers) > 1 else MAX_MARK)
+        if value > MAX_MARK or mask > MAX_MARK:
+            self.out.error("E0312", "mark is out of range (32 bits)", self.span(tree))
+            return None
+        if value & ~mask:
+            self.out.error("E0312", f"mark {value:#x} has bits outside its mask {mask:#x}",
+                           self.span(tree))
+            return None
+        return value, mask
+
+    def clause_proto_name(self, tree: Tree[Token]) -> Protocol:
+        return Protocol(PROTOCOLS[str(tree.children[0])])
+
+    def clause_proto(self, tree: Tree[Token]) -> Protocol | None:
+        neg, token = tree.children
+        assert isinstance(token, Token)
+        if token.type == "INT" and int(token) <= 255:
+            return Protocol(int(token), self.neg(neg))
+        if token in PROTOCOLS:
+            return Protocol(PROTOCOLS[token], self.neg(neg))
+        self.out.error("E0301", f"unknown protocol {token!s}", self.span(token),
+                       "use a name (" + ", ".join(PROTOCOLS) + ") or a number 0-255")
+        return None
+
+    def clause_family(self, tree: Tree[Token]) -> Family | None:
+        token = tree.children[0]
+        assert isinstance(token, Token)
+        if token not in ("ip", "ip6"):
+            self.out.error("E0301", f"unknown family {token!s}", self.span(token),
+                           "a rule's family is ip or ip6")
+            return None
+        return _FAMILIES[token]
+
+    def clause_addr_type(self, tree: Tree[Token]) -> AddrType | None:
+        _, neg, token = tree.children
+        assert isinstance(token, Token)
+        try:
+            return AddrType(AddrTypeKind(str(token).lower()), self.neg(neg))
+        except ValueError:
+            self.out.error("E0301", f"unknown address type {token!s}", self.span(token),
+                           "use " + ", ".join(k.value for k in AddrTypeKind))
+            return None
+
+    def clause_icmp_type(self, tree: Tree[Token]) -> tuple[bool, Token]:
+        neg, token = tree.children
+        assert isinstance(token, Token)
+        return self.neg(neg), token  # resolved once the rule's protocol is known
+
+    def clause_mark(self, tree: Tree[Token]) -> Mark | None:
+        neg, value = tree.children
+        assert isinstance(value, Tree)
+        parsed = self.mark_value(value)
+        return Mark(parsed[0], parsed[1], self.neg(neg)) if parsed else None
+
+    def clause_limit(self, tree: Tree[Token]) -> Limit | None:
+        rate, unit, burst = tree.children
+        assert isinstance(rate, Token) and isinstance(unit, Token)
+        if unit not in _UNITS:
+            self.out.error("E0314", f"unknown rate unit {unit!s}", self.span(unit),
+                           "use second, minute, hour or day")
+            return None
+        burst_value = int(burst) if isinstance(burst, Token) else 5
+        if int(rate) < 1 or not 1 <= burst_value <= 10000:
+            self.out.error("E0314", "rate must be at least 1 and burst 1-10000", self.span(tree))
+            return None
+        return Limit(int(rate), _UNITS[unit], burst_value)
+
+    # ------------------------------------------------------------------ actions
+    def log(self, tree: Tree[Token]) -> ir.Log:
+        prefix: str | None = None
+        level: ir.LogLevel | None = None
+        for option in tree.children:
+            assert isinstance(option, Tree)
+            token = option.children[0]
+            assert isinstance(token, Token)
+            if option.data == "log_prefix":
+                prefix = self.string(token)
+            elif token in _LEVELS:
+                level = _LEVELS[token]
+            else:
+                self.out.error("E0301", f"unknown log level {token!s}", self.span(token),
+                               "use " + ", ".join(_LEVELS))
+        return ir.Log(prefix, level)
+
+    def nat_target(self, tree: Tree[Token]) -> tuple[Prefix, tuple[int, int] | None] | None:
+        address, port = tree.children
+        assert isinstance(address, Token)
+        try:
+            prefix = Prefix.parse(str(address))
+        except ValueError as exc:
+            self.out.error("E0301", f"invalid address {address!s}", self.span(address),
+                           *_address_hint(str(address), exc))
+            return None
+        if not prefix.is_host:
+            self.out.error("E0301", "a NAT target is one address, not a network",
+                           self.span(address))
+            return None
+        ports = self.port_atom(port) if isinstance(port, Tree) else None
+        return prefix, ports
+
+    def action(self, tree: Tree[Token]) -> ir.Action | None:
+        kind = tree.data
+        children = tree.children
+        simple: dict[str, Callable[[], ir.Action]] = {
+            "accept": ir.Accept, "drop": ir.Drop, "return_": ir.Return,
+            "masquerade": ir.Masquerade, "clamp_mss": ir.ClampMss,
+        }
+        if kind in simple:
+            return simple[kind]()
+        if kind == "reject":
+            token = children[0]
+            if token is None:
+                return ir.Reject()
+            assert isinstance(token, Token)
+            if token not in _REJECT:
+                self.out.error("E0301", f"unknown reject type {token!s}", self.span(token),
+                               "use " + ", ".join(_REJECT))
+                return None
+            return ir.Reject(_REJECT[token])
+        if kind in ("jump", "goto"):
+            token = children[0]
+            assert isinstance(token, Token)
+            if not _CHAIN_NAME.match(token):
+                self.out.error("E0210", f"invalid chain name {token!s}", self.span(token))
+                return None
+            return ir.Jump(str(token)) if kind == "jump" else ir.Goto(str(token))
+        if kind == "log":
+            return self.log(tree)
+        if kind in ("dnat", "snat"):
+            target_tree = children[0]
+            assert isinstance(target_tree, Tree)
+            target = self.nat_target(target_tree)
+            if target is None:
+                return None
+            return ir.Dnat(*target) if kind == "dnat" else ir.Snat(*target)
+        if kind == "redirect":
+            port_tree = children[0]
+            assert isinstance(port_tree, Tree)
+            ports = self.port_atom(port_tree)
+            return ir.Redirect(ports) if ports else None
+        if kind == "set_mss":
+            token = children[0]
+            assert isinstance(token, Token)
+            if not 1 <= int(token) <= 65535:
+                self.out.error("E0302", f"mss {token!s} is out of range", self.span(token))
+                return None
+            return ir.SetMss(int(token))
+        if kind == "set_mark":
+            value_tree = children[0]
+            assert isinstance(value_tree, Tree)
+            parsed = self.mark_value(value_tree)
+            return ir.SetMark(*parsed) if parsed else None
+        raise AssertionError(f"unhandled action {kind}")
+
+
+def _address_hint(text: str, exc: ValueError) -> list[str]:
+    if "host bits set" in str(exc):
+        try:
+            import ipaddress
+
+            return [f"did you mean {ipaddress.ip_network(text, strict=False)}?"]
+        except ValueError:
+            return []
+    return [str(exc)]
+
+
+_CLAUSE_LABEL = {
+    "proto": "the protocol", "saddr": "the source address", "daddr": "the destination address",
+    "sport": "the source port", "dport": "the destination port", "iifname": "the input interface",
+    "oifname": "the output interface", "ct_state": "ct state", "tcp_flags": "tcp flags",
+    "icmp_type": "the icmp type", "mark": "the mark", "limit": "the rate limit",
+    "comment": "the comment", "family": "the family", "src_type": "the source address type",
+    "dst_type": "the destination address type", "ct_orig_dport": "ct original dport",
+}
+
+_CLAUSES: dict[str, Callable[[_Lowering, Tree[Token]], object]] = {
+    "proto_name": _Lowering.clause_proto_name,
+    "proto": _Lowering.clause_proto,
+    "family": _Lowering.clause_family,
+    "saddr": _Lowering.addresses,
+    "daddr": _Lowering.addresses,
+    "src_type": _Lowering.clause_addr_type,
+    "dst_type": _Lowering.clause_addr_type,
+    "sport": _Lowering.ports,
+    "dport": _Lowering.ports,
+    "ct_orig_dport": _Lowering.ports,
+    "iifname": _Lowering.interface,
+    "oifname": _Lowering.interface,
+    "ct_state": _Lowering.ct_state,
+    "tcp_flags": _Lowering.tcp_flags,
+    "syn": lambda self, tree: TcpFlags(frozenset({TcpFlag.SYN}), _SYN_MASK),
+    "icmp_type": _Lowering.clause_icmp_type,
+    "mark": _Lowering.clause_mark,
+    "limit": _Lowering.clause_limit,
+}
+
+
+__all__ = ["RulecError", "parse_files", "parse_text"]

@@ -1,0 +1,306 @@
+"""Invariants of a ruleset: everything the kernel would reject, found at compile time with a span.
+
+`verify(ruleset)` checks what holds for every target; `verify(ruleset, limits)` adds one
+target's name and length limits (iptables chain names, nft keywords, comment sizes).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rulec.diagnostics import Collector, Diagnostic, RulecError, Span
+from rulec.ir.nodes import (
+    BUILTIN_CHAINS,
+    Chain,
+    ClampMss,
+    Dnat,
+    Goto,
+    Hook,
+    Jump,
+    Log,
+    Masquerade,
+    Policy,
+    Redirect,
+    Reject,
+    RejectWith,
+    Rule,
+    Ruleset,
+    SetMss,
+    Snat,
+    Table,
+    TableKind,
+)
+from rulec.ir.values import ICMP, ICMPV6, PORT_PROTOCOLS, TCP, Family, TcpFlag
+
+IFNAMSIZ = 15  # longest interface name the kernel takes (16 bytes with the NUL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetLimits:
+    """Name and size limits of one target, checked before anything is printed."""
+
+    target: str
+    max_chain_name: int
+    max_comment: int
+    comment_in_bytes: bool  # iptables counts UTF-8 bytes, nft characters
+    max_log_prefix: int
+    reserved_chain_names: frozenset[str] = frozenset()
+    # Characters the target's text format cannot carry inside a quoted string.
+    unquotable: str = ""
+
+
+# Where each NAT-like action may run: (table, hooks that may reach the rule).
+_ALLOWED_HOOKS: dict[type, tuple[TableKind | None, frozenset[Hook]]] = {
+    Dnat: (TableKind.NAT, frozenset({Hook.PREROUTING, Hook.OUTPUT})),
+    Redirect: (TableKind.NAT, frozenset({Hook.PREROUTING, Hook.OUTPUT})),
+    Snat: (TableKind.NAT, frozenset({Hook.POSTROUTING, Hook.INPUT})),
+    Masquerade: (TableKind.NAT, frozenset({Hook.POSTROUTING})),
+    Reject: (TableKind.FILTER, frozenset({Hook.INPUT, Hook.FORWARD, Hook.OUTPUT})),
+    ClampMss: (None, frozenset({Hook.FORWARD, Hook.OUTPUT, Hook.POSTROUTING})),
+}
+
+
+def verify(ruleset: Ruleset, limits: TargetLimits | None = None) -> tuple[Diagnostic, ...]:
+    """Raise RulecError listing every violated invariant; return the warnings otherwise."""
+    out = Collector()
+    for table in ruleset.tables:
+        _verify_table(table, out)
+        if limits is not None:
+            _verify_limits(table, limits, out)
+    out.raise_if_errors()
+    return out.warnings
+
+
+def check(ruleset: Ruleset, limits: TargetLimits | None = None) -> None:
+    """verify() for callers that only want the exception."""
+    verify(ruleset, limits)
+
+
+def _targets(rule: Rule) -> str | None:
+    action = rule.action
+    return action.target if isinstance(action, Jump | Goto) else None
+
+
+def _verify_table(table: Table, out: Collector) -> None:
+    names = {c.name: c for c in table.chains}
+    builtin = {h.value for h in BUILTIN_CHAINS[table.kind]}
+    for chain in table.chains:
+        if chain.hook is not None and chain.name not in builtin:
+            out.error("E0209", f"table {table.kind.value} has no built-in chain {chain.name}",
+                      chain.span)
+        if chain.policy is not None and chain.hook is None:
+            out.error("E0208", f"user chain {chain.name} cannot have a policy", chain.span,
+                      "only built-in chains (" + ", ".join(sorted(builtin)) + ") have one")
+        if (table.kind is TableKind.NAT and chain.policy is Policy.DROP):
+            out.error("E0315", f"nat chain {chain.name} cannot have policy drop", chain.span,
+                      "the nat table is not for filtering; drop in the filter table")
+        for rule in chain.rules:
+            target = _targets(rule)
+            if target is None:
+                continue
+            if target not in names:
+                close = difflib.get_close_matches(target, list(names), n=1)
+                notes = [f"did you mean {close[0]}?"] if close else []
+                out.error("E0205", f"chain {target} does not exist in table "
+                          f"{table.family.value} {table.kind.value}", rule.span, *notes)
+            elif names[target].hook is not None:
+                out.error("E0205", f"cannot jump to built-in chain {target}", rule.span)
+    _verify_no_loops(table, names, out)
+    hooks = _reaching_hooks(table, names)
+    for chain in table.chains:
+        for rule in chain.rules:
+            _verify_rule(table, chain, rule, hooks.get(chain.name, frozenset()), out)
+
+
+def _verify_no_loops(table: Table, names: dict[str, Chain], out: Collector) -> None:
+    # Iterative DFS over jump edges; a back edge is a loop the kernel rejects (ELOOP).
+    edges = {c.name: [(r, t) for r in c.rules if (t := _targets(r)) in names] for c in table.chains}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    reported: set[str] = set()
+    for root in edges:
+        if root in state:
+            continue
+        stack = [(root, iter(edges[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            step = next(it, None)
+            if step is None:
+                state[node] = 2
+                stack.pop()
+                continue
+            rule, target = step
+            if state.get(target) == 1:
+                path = [n for n, _ in stack]
+                cycle = path[path.index(target):] + [target]
+                if target not in reported:
+                    reported.add(target)
+                    out.error("E0308", "jump loop: " + " -> ".join(cycle), rule.span,
+                              "the kernel refuses rulesets whose jumps form a cycle")
+            elif target not in state:
+                state[target] = 1
+                stack.append((target, iter(edges[target])))
+
+
+def _reaching_hooks(table: Table, names: dict[str, Chain]) -> dict[str, frozenset[Hook]]:
+    """For every chain, the hooks from which a packet can reach it."""
+    reach: dict[str, set[Hook]] = {c.name: ({c.hook} if c.hook else set()) for c in table.chains}
+    changed = True
+    while changed:
+        changed = False
+        for chain in table.chains:
+            for rule in chain.rules:
+                target = _targets(rule)
+                if target in names and not reach[chain.name] <= reach[target]:
+                    reach[target] |= reach[chain.name]
+                    changed = True
+    return {name: frozenset(hooks) for name, hooks in reach.items()}
+
+
+def _verify_rule(
+    table: Table, chain: Chain, rule: Rule, hooks: frozenset[Hook], out: Collector
+) -> None:
+    m, action, span = rule.match, rule.action, rule.span
+    proto = m.proto.number if m.proto is not None and not m.proto.negated else None
+
+    # Address families: the table's, the rule's, and those of its addresses must agree.
+    family = _rule_family(table, rule, out)
+    for name in ("saddr", "daddr"):
+        value = getattr(m, name)
+        if value is not None and not value.prefixes:
+            out.error("E0310", f"{name} is an empty set, so the rule can never match", span)
+
+    for name in ("sport", "dport"):
+        value = getattr(m, name)
+        if value is not None and proto not in PORT_PROTOCOLS:
+            out.error("E0305", f"{name} needs a protocol with ports (tcp, udp, sctp, udplite, "
+                      "dccp)", span, "add e.g. `tcp` to the rule")
+        if value is not None and not value.ranges:
+            out.error("E0310", f"{name} is an empty set, so the rule can never match", span)
+    if m.ct_orig_dport is not None and not m.ct_orig_dport.ranges:
+        out.error("E0310", "ct original dport is an empty set", span)
+    if m.tcp_flags is not None and proto != TCP:
+        out.error("E0305", "tcp flags need `tcp`", span)
+    if m.icmp_type is not None:
+        wanted = ICMP if m.icmp_type.family is Family.IP else ICMPV6
+        if proto != wanted:
+            out.error("E0305", f"icmp type needs `{'icmp' if wanted == ICMP else 'icmpv6'}`",
+                      span)
+    if m.ct_state is not None and not m.ct_state.states:
+        out.error("E0310", "ct state is an empty set", span)
+
+    rule_allowed = _ALLOWED_HOOKS.get(type(action))
+    if rule_allowed is not None:
+        kind, allowed = rule_allowed
+        label = _action_label(action)
+        if kind is not None and table.kind is not kind:
+            out.error("E0307", f"{label} is only valid in the {kind.value} table", span)
+        elif hooks and not hooks <= allowed:
+            where = ", ".join(sorted(h.value for h in hooks - allowed))
+            out.error("E0307", f"{label} cannot run in {where} (chain {chain.name})", span,
+                      "allowed in " + ", ".join(h.value for h in Hook if h in allowed))
+
+    if isinstance(action, SetMss | ClampMss):
+        syn_only = (
+            m.tcp_flags is not None and not m.tcp_flags.negated
+            and TcpFlag.SYN in m.tcp_flags.value and TcpFlag.SYN in m.tcp_flags.mask
+        )
+        if proto != TCP or not syn_only:
+            out.error("E0309", "mss needs `tcp` and a SYN match", span,
+                      "add `tcp flags syn / syn,rst` (the kernel only rewrites SYN packets)")
+        if isinstance(action, SetMss) and not 1 <= action.mss <= 65535:
+            out.error("E0302", f"mss {action.mss} out of range", span)
+    if isinstance(action, Dnat | Snat | Masquerade | Redirect) and action.ports is not None:
+        if proto not in PORT_PROTOCOLS:
+            out.error("E0305", f"{_action_label(action)} to a port needs tcp, udp, sctp or dccp",
+                      span)
+    if isinstance(action, Dnat | Snat):
+        if family is not None and action.address.family is not family:
+            out.error("E0306", f"{_action_label(action)} to an {action.address.family.value} "
+                      f"address in an {family.value} rule", span)
+    if isinstance(action, Reject) and action.with_ is RejectWith.TCP_RESET and proto != TCP:
+        out.error("E0305", "reject with tcp-reset needs `tcp`", span)
+    for interface in (m.iifname, m.oifname):
+        if interface is not None and len(interface.name) > IFNAMSIZ:
+            out.error("E0313", f"interface name {interface.name!r} is longer than {IFNAMSIZ} "
+                      "characters", span)
+
+
+def _action_label(action: object) -> str:
+    return type(action).__name__.lower().replace("clampmss", "mss clamp to pmtu")
+
+
+def rule_families(table: Table, rule: Rule) -> frozenset[Family]:
+    """The address families a rule can match packets of (empty: it can never match)."""
+    families = {Family.IP, Family.IP6} if table.family is Family.INET else {table.family}
+    m = rule.match
+    if m.family is not None:
+        families &= {m.family}
+    if m.icmp_type is not None:
+        families &= {m.icmp_type.family}
+    if m.proto is not None and not m.proto.negated:
+        if m.proto.number == ICMP:
+            families &= {Family.IP}
+        elif m.proto.number == ICMPV6:
+            families &= {Family.IP6}
+    for value in (m.saddr, m.daddr):
+        if value is not None and not value.negated:
+            families &= value.families
+    action = rule.action
+    if isinstance(action, Dnat | Snat):
+        families &= {action.address.family}
+    return frozenset(families)
+
+
+def _rule_family(table: Table, rule: Rule, out: Collector) -> Family | None:
+    families = rule_families(table, rule)
+    if not families:
+        out.error("E0306", "the rule mixes address families, so no packet can match it", rule.span,
+                  f"table {table.family.value} {table.kind.value}; check the addresses, "
+                  "`family` and icmp/icmpv6")
+        return None
+    return next(iter(families)) if len(families) == 1 else None
+
+
+def _verify_limits(table: Table, limits: TargetLimits, out: Collector) -> None:
+    for chain in table.chains:
+        if len(chain.name) > limits.max_chain_name:
+            out.error("E0401", f"chain name {chain.name} is {len(chain.name)} characters; "
+                      f"{limits.target} allows {limits.max_chain_name}", chain.span)
+        if chain.name.lower() in limits.reserved_chain_names:
+            out.error("E0403", f"{chain.name} is a keyword in {limits.target} and cannot name a "
+                      "chain", chain.span)
+        for rule in chain.rules:
+            _verify_rule_limits(rule, limits, out)
+
+
+def _texts(rule: Rule) -> Iterable[tuple[str, str, int]]:
+    if rule.comment is not None:
+        yield "comment", rule.comment, 0
+    for item in (*rule.statements, rule.action):
+        if isinstance(item, Log) and item.prefix is not None:
+            yield "log prefix", item.prefix, 1
+
+
+def _verify_rule_limits(rule: Rule, limits: TargetLimits, out: Collector) -> None:
+    for what, text, kind in _texts(rule):
+        size = len(text.encode()) if (kind == 0 and limits.comment_in_bytes) else len(text)
+        limit = limits.max_comment if kind == 0 else limits.max_log_prefix
+        unit = "bytes" if (kind == 0 and limits.comment_in_bytes) else "characters"
+        if size > limit:
+            out.error("E0402", f"{what} is {size} {unit}; {limits.target} allows {limit}",
+                      rule.span)
+        bad = sorted({ch for ch in text if not ch.isprintable() or ch in limits.unquotable})
+        if bad:
+            shown = ", ".join(repr(ch) for ch in bad)
+            out.error("E0405", f"{what} contains {shown}, which {limits.target} cannot quote",
+                      rule.span, "remove the character from the text")
+
+
+def span_of(rule: Rule) -> Span | None:
+    return rule.span
+
+
+__all__ = ["TargetLimits", "verify", "check", "rule_families", "RulecError", "IFNAMSIZ"]
