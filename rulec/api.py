@@ -1,15 +1,19 @@
-"""Library entry points: parse a policy, verify it, and emit it for a target."""
+"""Library entry points: parse a policy, verify it, and emit it for a target.
+
+The compile path: parse -> ir.verify -> (provenance) -> verify against the target's limits
+-> the backend's lowering and printing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rulec.backends import Artifact, EmitOptions, get_backend
 from rulec.diagnostics import Diagnostic, RulecError
 from rulec.frontends import dsl
-from rulec.ir.nodes import Ruleset
+from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
 from rulec.ir.verify import verify
 
 TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
@@ -36,20 +40,48 @@ def parse_files(paths: Sequence[str | Path]) -> Ruleset:
     return ruleset
 
 
-def emit(ruleset: Ruleset, target: str, *, noflush: bool = False) -> Artifact:
+def with_provenance(ruleset: Ruleset) -> Ruleset:
+    """Append `file:line` of its source to every rule's comment, for review."""
+
+    def annotate(_table: Table, _chain: Chain, rule: Rule) -> tuple[Rule, ...]:
+        if rule.span is None:
+            return (rule,)
+        where = f"{rule.span.file}:{rule.span.line}"
+        comment = f"{rule.comment} ({where})" if rule.comment else where
+        return (replace(rule, comment=comment),)
+
+    return map_rules(ruleset, annotate)
+
+
+def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
+                    provenance: bool = False) -> CompileResult:
     """Check `ruleset` against the target's limits, then print it."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if provenance:
+        ruleset = with_provenance(ruleset)
     backend = get_backend(target)
-    verify(ruleset, backend.limits)
-    return backend.emit(ruleset, EmitOptions(noflush=noflush))
+    warnings = verify(ruleset, backend.limits)
+    artifact = backend.emit(ruleset, EmitOptions(noflush=noflush))
+    return CompileResult(ruleset, artifact, warnings)
+
+
+def emit(ruleset: Ruleset, target: str, *, noflush: bool = False) -> Artifact:
+    """compile_ruleset() for callers that only want the artifact."""
+    return compile_ruleset(ruleset, target, noflush=noflush).artifact
+
+
+def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = False,
+                  provenance: bool = False) -> CompileResult:
+    """The whole pipeline on policy files."""
+    return compile_ruleset(parse_files(paths), target, noflush=noflush, provenance=provenance)
 
 
 def compile_text(text: str, target: str, *, name: str = "<string>",
                  noflush: bool = False) -> Artifact:
-    """parse_text + emit: the whole pipeline on a string."""
+    """The whole pipeline on a string."""
     return emit(parse_text(text, name), target, noflush=noflush)
 
 
-__all__ = ["TARGETS", "CompileResult", "RulecError", "compile_text", "emit", "parse_files",
-           "parse_text"]
+__all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_ruleset",
+           "compile_text", "emit", "parse_files", "parse_text", "with_provenance"]

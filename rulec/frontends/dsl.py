@@ -461,6 +461,8 @@ class _Lowering:
     def flag_set(self, tree: Tree[Token]) -> frozenset[TcpFlag] | None:
         flags = set()
         for token in self.names(tree):
+            if token == "none":  # `flags none / syn`: SYN clear
+                continue
             try:
                 flags.add(TcpFlag(str(token).lower()))
             except ValueError:

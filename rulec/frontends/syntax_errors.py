@@ -25,7 +25,10 @@ _DESCRIBED = {
     "DADDR": "'to'",
     "NEG": "'!='",
 }
-_CLAUSE_WORDS = {"PROTO_NAME", "SADDR", "DADDR", "DPORT", "SPORT", "IN", "OUT", "CT"}
+_CLAUSE_WORDS = {"tcp", "udp", "icmp", "icmpv6", "from", "to", "saddr", "daddr", "dport", "sport",
+                 "in", "out", "ct", "iifname", "oifname", "ip", "ip6", "meta"}
+_ACTIONS = ("accept, drop, reject, return, jump, goto, log, dnat, snat, masquerade, redirect, "
+            "mss, mark set")
 
 
 def _describe(name: str, grammar: Lark) -> str:
@@ -63,13 +66,17 @@ def syntax_diagnostic(exc: UnexpectedInput, source: SourceFile, grammar: Lark) -
     if token.type == "_NL":
         # Point at the end of the line, not at the blank lines or comments after it.
         end = start = start
-    expected = sorted({_describe(name, grammar) for name in exc.expected})
-    shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
-    notes = []
-    if "ACCEPT" in exc.expected and token.type in _CLAUSE_WORDS:
-        notes.append("a rule starts with its action, e.g. `accept tcp dport 22`")
     if token.type == "$END":
         return error("E0103", "unexpected end of file", source.span(start, end),
                      "a `{` is probably not closed")
+    notes = []
+    if "ACCEPT" in exc.expected:
+        # LALR merges lookaheads, so this state also lists top-level words; name the real choice.
+        shown = f"an action ({_ACTIONS}) to start a rule, or '}}'"
+        if str(token) in _CLAUSE_WORDS:
+            notes.append("a rule starts with its action, e.g. `accept tcp dport 22`")
+    else:
+        expected = sorted({_describe(name, grammar) for name in exc.expected})
+        shown = ", ".join(expected[:10]) + (", ..." if len(expected) > 10 else "")
     return error("E0101", f"unexpected {_found(exc)}; expected {shown}",
                  source.span(start, end), *notes)

@@ -266,20 +266,21 @@ def map_rules(
     ruleset: Ruleset, fn: Callable[[Table, Chain, Rule], tuple[Rule, ...]]
 ) -> Ruleset:
     """Replace every rule by the rules `fn` returns; returns `ruleset` itself if nothing changed."""
-    changed = False
     tables = []
     for table in ruleset.tables:
         chains = []
         for chain in table.chains:
             rules: list[Rule] = []
             for rule in chain.rules:
-                out = fn(table, chain, rule)
-                if len(out) != 1 or out[0] is not rule:
-                    changed = True
-                rules.extend(out)
-            chains.append(replace(chain, rules=tuple(rules)) if changed else chain)
-        tables.append(replace(table, chains=tuple(chains)) if changed else table)
-    return replace(ruleset, tables=tuple(tables)) if changed else ruleset
+                rules.extend(fn(table, chain, rule))
+            same = len(rules) == len(chain.rules) and all(
+                a is b for a, b in zip(rules, chain.rules, strict=True))
+            chains.append(chain if same else replace(chain, rules=tuple(rules)))
+        same_table = all(a is b for a, b in zip(chains, table.chains, strict=True))
+        tables.append(table if same_table else replace(table, chains=tuple(chains)))
+    if all(a is b for a, b in zip(tables, ruleset.tables, strict=True)):
+        return ruleset
+    return replace(ruleset, tables=tuple(tables))
 
 
 def rule_count(ruleset: Ruleset) -> int:

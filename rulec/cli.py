@@ -1,0 +1,160 @@
+"""The `rulec` command: a thin argparse shell over rulec.api that renders diagnostics.
+
+Exit codes: 0 success (warnings allowed), 1 policy errors, 2 usage errors, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from rulec import api
+from rulec.diagnostics import Diagnostic, RulecError, render
+
+EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+
+_EPILOG = """exit codes:
+  0  success (warnings may have been printed)
+  1  the policy has errors (printed as file:line:col: error[CODE]: message)
+  2  usage error (bad option, missing file)
+  3  internal error in rulec (a bug: please report it, with --debug output)
+"""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rulec", description="Compile firewall policy into netfilter rules.",
+                     epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    compile_cmd = commands.add_parser(
+        "compile", help="compile policy files for a target", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    compile_cmd.add_argument("files", nargs="+", metavar="FILE", help=".rules files, in order")
+    compile_cmd.add_argument("--target", "-t", choices=api.TARGETS, default="iptables",
+                             help="output format (default: iptables)")
+    compile_cmd.add_argument("-o", "--output", metavar="OUT",
+                             help="write here (atomically) instead of standard output")
+    compile_cmd.add_argument("--noflush", action="store_true",
+                             help="iptables: emit only the declared chains, for "
+                             "`iptables-restore --noflush` beside rules rulec does not own")
+    compile_cmd.add_argument("--provenance", action="store_true",
+                             help="comment every rule with the file:line it comes from")
+
+    check_cmd = commands.add_parser(
+        "check", help="parse and verify policy files", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    check_cmd.add_argument("files", nargs="+", metavar="FILE")
+    check_cmd.add_argument("--kernel", action="store_true",
+                           help="also load the output of every target into a throwaway network "
+                           "namespace (needs root and the netfilter tools)")
+    check_cmd.add_argument("--target", "-t", choices=api.TARGETS, action="append",
+                           help="targets to check (default: all)")
+    return parser
+
+
+def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
+    for warning in warnings:
+        print(render(warning), file=sys.stderr)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A reader (or a loader started by a watcher) never sees a half-written ruleset.
+    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _missing_files(files: Sequence[str]) -> None:
+    for name in files:
+        if not Path(name).is_file():
+            raise _UsageError(f"rulec: error: no such file: {name}")
+
+
+def _compile(args: argparse.Namespace) -> int:
+    _missing_files(args.files)
+    if args.noflush and args.target not in ("iptables", "ip6tables"):
+        raise _UsageError("rulec: error: --noflush applies to --target iptables/ip6tables only")
+    result = api.compile_files(args.files, args.target, noflush=args.noflush,
+                               provenance=args.provenance)
+    _print_warnings(result.warnings)
+    if args.output:
+        _write_atomically(Path(args.output), result.artifact.text)
+    else:
+        sys.stdout.write(result.artifact.text)
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    _missing_files(args.files)
+    targets = tuple(args.target or api.TARGETS)
+    ruleset = api.parse_files(args.files)
+    warnings: list[Diagnostic] = []
+    for target in targets:
+        warnings.extend(api.compile_ruleset(ruleset, target).warnings)
+    _print_warnings(warnings)
+    if not args.kernel:
+        print(f"ok: {', '.join(args.files)} ({', '.join(targets)})")
+        return EXIT_OK
+    from rulec import kernel
+
+    reason = kernel.available()
+    if reason is not None:
+        raise _UsageError(f"rulec: error: --kernel cannot run here: {reason}")
+    failed = False
+    for target in targets:
+        verdict = kernel.validate(ruleset, target)
+        print(verdict.summary())
+        failed = failed or not verdict.ok
+    return EXIT_POLICY if failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+        return _compile(args) if args.command == "compile" else _check(args)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except RulecError as exc:
+        print(exc.render(), file=sys.stderr)
+        count = sum(1 for d in exc.diagnostics if d.severity.value == "error")
+        print(f"rulec: {count} error{'s' if count != 1 else ''}; nothing was emitted",
+              file=sys.stderr)
+        return EXIT_POLICY
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception:  # a bug in rulec, never the user's input
+        print("rulec: internal error; please report it with the input that caused it",
+              file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        else:
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
