@@ -6,7 +6,9 @@ The compile path: parse -> ir.verify -> (provenance) -> verify against the targe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import gc
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,17 +28,32 @@ class CompileResult:
     warnings: tuple[Diagnostic, ...]
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Compiling allocates millions of acyclic objects; the cyclic collector's full passes over
+    them made compile time grow faster than linearly (2.3x per 2x rules at 40k)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse_text(text: str, name: str = "<string>") -> Ruleset:
     """Parse DSL source text into a verified IR ruleset (RulecError on bad input)."""
-    ruleset = dsl.parse_text(text, name)
-    verify(ruleset)
+    with paused_gc():
+        ruleset = dsl.parse_text(text, name)
+        verify(ruleset)
     return ruleset
 
 
 def parse_files(paths: Sequence[str | Path]) -> Ruleset:
     """Parse one or more .rules files (their tables are merged, in order) into a verified IR."""
-    ruleset = dsl.parse_files([Path(p) for p in paths])
-    verify(ruleset)
+    with paused_gc():
+        ruleset = dsl.parse_files([Path(p) for p in paths])
+        verify(ruleset)
     return ruleset
 
 
@@ -61,8 +78,9 @@ def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
     if provenance:
         ruleset = with_provenance(ruleset)
     backend = get_backend(target)
-    warnings = verify(ruleset, backend.limits)
-    artifact = backend.emit(ruleset, EmitOptions(noflush=noflush))
+    with paused_gc():
+        warnings = verify(ruleset, backend.limits)
+        artifact = backend.emit(ruleset, EmitOptions(noflush=noflush))
     return CompileResult(ruleset, artifact, warnings)
 
 

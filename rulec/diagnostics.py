@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,8 +24,7 @@ class SourceFile:
     _line_starts: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        starts = [0]
-        starts.extend(i + 1 for i, ch in enumerate(self.text) if ch == "\n")
+        starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
         object.__setattr__(self, "_line_starts", tuple(starts))
 
     def line_text(self, line: int) -> str:
@@ -41,24 +41,37 @@ class SourceFile:
         return index + 1, offset - self._line_starts[index] + 1
 
     def span(self, start: int, end: int) -> Span:
-        line, column = self.position(start)
-        end_line, end_column = self.position(max(start, end))
-        return Span(self, line, column, end_line, end_column)
+        return Span(self, start, max(start, end))
 
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """A region of a source file; lines and columns are 1-based, the end is exclusive."""
+    """Character offsets [start, end) in a source file; lines and columns (1-based) are
+    computed when asked for, since most spans are never shown."""
 
     source: SourceFile
-    line: int
-    column: int
-    end_line: int
-    end_column: int
+    start: int
+    end: int
 
     @property
     def file(self) -> str:
         return self.source.name
+
+    @property
+    def line(self) -> int:
+        return self.source.position(self.start)[0]
+
+    @property
+    def column(self) -> int:
+        return self.source.position(self.start)[1]
+
+    @property
+    def end_line(self) -> int:
+        return self.source.position(self.end)[0]
+
+    @property
+    def end_column(self) -> int:
+        return self.source.position(self.end)[1]
 
     def __str__(self) -> str:
         return f"{self.source.name}:{self.line}:{self.column}"

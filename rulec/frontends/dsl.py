@@ -5,6 +5,7 @@ value against where it is used, and builds the IR with a span on every node.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from rulec.ir.values import (
 _FAMILIES = {"ip": Family.IP, "ip6": Family.IP6, "inet": Family.INET}
 _TABLES = {k.value: k for k in ir.TableKind}
 _CHAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # what `$name` can refer to
 # The kernel refuses these in interface names; `"` and `\` would need quoting downstream.
 _BAD_IFNAME_CHARS = set(" /:\"'\\\t")
 _ESCAPE = re.compile(r"\\(.)")
@@ -55,12 +57,23 @@ _UNITS = {u.value: u for u in RateUnit} | {u.value + "s": u for u in RateUnit}
 _SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
 
 
+@dataclass(frozen=True, slots=True)
+class _Atom:
+    """One value of a set: its token (type and text), where to point at it, and for a value
+    that came from a $variable, a note saying where the variable is defined."""
+
+    token: Token
+    span: Span
+    notes: tuple[str, ...] = ()
+
+
 @dataclass
 class _Context:
     """State while lowering one compilation: defines, tables, the include stack."""
 
     out: Collector
-    defines: dict[str, tuple[list[Token], Span]] = field(default_factory=dict)
+    # name -> (its atoms, or None if the define had errors; the span of its name)
+    defines: dict[str, tuple[list[_Atom] | None, Span]] = field(default_factory=dict)
     tables: dict[tuple[Family, ir.TableKind], _TableBuilder] = field(default_factory=dict)
     stack: list[Path] = field(default_factory=list)
 
@@ -138,11 +151,15 @@ class _Lowering:
 
     # ------------------------------------------------------------------ spans and helpers
     def span(self, node: Tree[Token] | Token) -> Span:
-        if isinstance(node, Token):
-            start, end = node.start_pos or 0, node.end_pos or 0
-        else:
-            start, end = node.meta.start_pos, node.meta.end_pos
-        return self.source.span(start, end)
+        """From the node's first token to its last (the parser keeps no positions on trees)."""
+        first, last = _edge_token(node, 0), _edge_token(node, -1)
+        if first is None or last is None:
+            raise AssertionError(f"span of a node without tokens: {node!r}")
+        return self.source.span(first.start_pos or 0, last.end_pos or 0)
+
+    def clause_span(self, clause: Tree[Token], rule_span: Span) -> Span:
+        # Keyword-only clauses (`syn`, `counter`) keep no token: point at the whole rule.
+        return self.span(clause) if _edge_token(clause, 0) is not None else rule_span
 
     def string(self, token: Token) -> str:
         body = str(token)[1:-1]
@@ -170,6 +187,10 @@ class _Lowering:
     def define(self, tree: Tree[Token]) -> None:
         name, value = tree.children
         assert isinstance(name, Token) and isinstance(value, Tree)
+        if not _VAR_NAME.match(name):
+            self.out.error("E0210", f"invalid variable name {name!s}", self.span(name),
+                           "use letters, digits and '_', starting with a letter or '_'")
+            return
         if name in self.ctx.defines:
             first = self.ctx.defines[name][1]
             self.out.error("E0202", f"${name} is already defined", self.span(name),
@@ -177,18 +198,21 @@ class _Lowering:
             return
         self.ctx.defines[str(name)] = (self.atoms(value), self.span(name))
 
-    def atoms(self, value: Tree[Token]) -> list[Token]:
-        """The value's atoms with $variables expanded (defines are resolved when defined)."""
+    def atoms(self, value: Tree[Token]) -> list[_Atom] | None:
+        """The value's atoms with $variables expanded (defines are resolved when defined);
+        None if a variable is undefined or broken (the error is already reported)."""
         inner = value.children[0]
         assert isinstance(inner, Tree)
-        raw = [inner] if inner.data == "atom" else [c for c in inner.children if c is not None]
-        atoms: list[Token] = []
+        raw = [inner] if inner.data == "atom" else [
+            c for c in inner.children if isinstance(c, Tree)]
+        atoms: list[_Atom] = []
+        ok = True
         for atom in raw:
             assert isinstance(atom, Tree)
             token = atom.children[0]
             assert isinstance(token, Token)
             if token.type != "VAR":
-                atoms.append(token)
+                atoms.append(_Atom(token, self.span(token)))
                 continue
             name = token[1:]
             if name not in self.ctx.defines:
@@ -196,9 +220,17 @@ class _Lowering:
                 notes = [f"did you mean ${close[0]}?"] if close else [
                     "define it first: `define " + name + " = ...`"]
                 self.out.error("E0201", f"${name} is not defined", self.span(token), *notes)
+                ok = False
                 continue
-            atoms.extend(self.ctx.defines[name][0])
-        return atoms
+            defined, where = self.ctx.defines[name]
+            if defined is None:
+                ok = False
+                continue
+            # Point at the use, with a note: the define may be far away, or in another file.
+            use = self.span(token)
+            atoms.extend(_Atom(a.token, use, (f"{token!s} is defined at {where}",))
+                         for a in defined)
+        return atoms if ok else None
 
     def table(self, tree: Tree[Token]) -> None:
         first, second, *chains = tree.children
@@ -253,6 +285,11 @@ class _Lowering:
             elif policy_token not in ("accept", "drop"):
                 self.out.error("E0301", f"unknown policy {policy_token!s}",
                                self.span(policy_token), "use accept or drop")
+            elif table.kind is ir.TableKind.NAT and policy_token == "drop":
+                # verify() checks this too, but only knows the chain's span.
+                self.out.error("E0315", f"nat chain {name!s} cannot have policy drop",
+                               self.span(policy_token),
+                               "the nat table is not for filtering; drop in the filter table")
             else:
                 policy = ir.Policy(str(policy_token))
         rules = []
@@ -273,22 +310,22 @@ class _Lowering:
         span = self.span(tree)
         errors_before = len(self.out.items)
         fields: dict[str, object] = {}
-        seen: dict[str, Span] = {}
+        seen: dict[str, Tree[Token]] = {}
         statements: list[ir.Statement] = []
         comment: str | None = None
         for clause in clauses:
             assert isinstance(clause, Tree)
             kind = clause.data
-            cspan = self.span(clause)
             if kind in ("log_statement", "counter"):
                 statements.append(self.log(clause) if kind == "log_statement" else ir.Counter())
                 continue
             key = "proto" if kind == "proto_name" else kind
             if key in seen:
-                self.out.error("E0304", f"{_CLAUSE_LABEL.get(key, key)} is given twice", cspan,
-                               f"first given at {seen[key]}")
+                self.out.error("E0304", f"{_CLAUSE_LABEL.get(key, key)} is given twice",
+                               self.clause_span(clause, span),
+                               f"first given at {self.clause_span(seen[key], span)}")
                 continue
-            seen[key] = cspan
+            seen[key] = clause
             if kind == "comment":
                 token = clause.children[0]
                 assert isinstance(token, Token)
@@ -300,29 +337,36 @@ class _Lowering:
                 fields[key] = value
         if "syn" in fields:
             if "tcp_flags" in fields:
-                self.out.error("E0304", "`syn` and `flags` both set tcp flags", seen["syn"])
+                self.out.error("E0304", "`syn` and `flags` both set tcp flags",
+                               self.clause_span(seen["tcp_flags"], span))
             fields["tcp_flags"] = fields.pop("syn")
         action = self.action(action_tree)
-        self.imply_family(fields, span)
-        self.resolve_icmp_type(fields, seen)
+        self.imply_family(fields, seen, span)
+        self.resolve_icmp_type(fields, seen, span)
         if len(self.out.items) > errors_before or action is None:
             return None
         match = ir.Match(**fields)  # type: ignore[arg-type]
         return ir.Rule(match=match, statements=tuple(statements), action=action,
                        comment=comment, span=span)
 
-    def imply_family(self, fields: dict[str, object], span: Span) -> None:
+    def imply_family(self, fields: dict[str, object], seen: dict[str, Tree[Token]],
+                     span: Span) -> None:
         proto = fields.get("proto")
         if not isinstance(proto, Protocol) or proto.negated or proto.number not in (ICMP, ICMPV6):
             return
         implied = Family.IP if proto.number == ICMP else Family.IP6
         given = fields.get("family")
-        if given is not None and given is not implied:
-            self.out.error("E0306", f"{proto.name} is never {given.value}"  # type: ignore[attr-defined]
-                           , span)
+        if isinstance(given, Family) and given is not implied:
+            other = "icmpv6" if proto.number == ICMP else "icmp"
+            version = {Family.IP: "IPv4", Family.IP6: "IPv6"}
+            self.out.error("E0306", f"`{proto.name}` is {version[implied]} only, but the rule "
+                           f"says `family {given.value}`", self.clause_span(seen["family"], span),
+                           f"for {version[given]} use `{other}`")
         fields["family"] = implied
 
-    def resolve_icmp_type(self, fields: dict[str, object], seen: dict[str, Span]) -> None:
+    def resolve_icmp_type(
+        self, fields: dict[str, object], seen: dict[str, Tree[Token]], rule_span: Span
+    ) -> None:
         pending = fields.pop("icmp_type", None)
         if pending is None:
             return
@@ -331,12 +375,13 @@ class _Lowering:
         proto = fields.get("proto")
         number = proto.number if isinstance(proto, Protocol) else None
         if number not in (ICMP, ICMPV6):
-            self.out.error("E0305", "`type` needs `icmp` or `icmpv6` before it", seen["icmp_type"])
+            self.out.error("E0305", "`type` needs `icmp` or `icmpv6` before it",
+                           self.clause_span(seen["icmp_type"], rule_span))
             return
         family = Family.IP if number == ICMP else Family.IP6
         table = ICMP_TYPES if number == ICMP else ICMPV6_TYPES
         if token.type == "INT":
-            value = int(token)
+            value = _number(token)
         elif token in table:
             value = table[token]
         else:
@@ -346,7 +391,8 @@ class _Lowering:
                            f"{token!s}", self.span(token), *notes)
             return
         if value > 255:
-            self.out.error("E0311", f"icmp type {value} is out of range", self.span(token))
+            self.out.error("E0311", f"icmp type {token!s} is out of range (0-255)",
+                           self.span(token))
             return
         fields["icmp_type"] = IcmpType(family, value, negated)
 
@@ -359,15 +405,20 @@ class _Lowering:
         assert isinstance(value, Tree)
         errors_before = len(self.out.items)
         prefixes = []
-        for atom in self.atoms(value):
-            if atom.type not in ("IPV4", "IPV6"):
-                self.out.error("E0303", f"expected an address, got {atom!s}", self.span(atom))
+        atoms = self.atoms(value)
+        if atoms is None:
+            return None
+        for atom in atoms:
+            text = str(atom.token)
+            if atom.token.type not in ("IPV4", "IPV6"):
+                self.out.error("E0303", f"expected an address, got {text}", atom.span,
+                               *atom.notes)
                 continue
             try:
-                prefixes.append(Prefix.parse(str(atom)))
+                prefixes.append(Prefix.parse(text))
             except ValueError as exc:
-                self.out.error("E0301", f"invalid address {atom!s}", self.span(atom),
-                               *_address_hint(str(atom), exc))
+                self.out.error("E0301", f"invalid address {text}", atom.span,
+                               *_address_hint(text, exc), *atom.notes)
         if not prefixes:
             if len(self.out.items) == errors_before:
                 self.out.error("E0310", "empty address set: the rule could never match",
@@ -380,7 +431,10 @@ class _Lowering:
         assert isinstance(value, Tree)
         errors_before = len(self.out.items)
         ranges = []
-        for atom in self.atoms(value):
+        atoms = self.atoms(value)
+        if atoms is None:
+            return None
+        for atom in atoms:
             port_range = self.port_range(atom)
             if port_range is not None:
                 ranges.append(port_range)
@@ -391,27 +445,31 @@ class _Lowering:
             return None
         return PortSet(tuple(ranges), self.neg(neg))
 
-    def port_range(self, atom: Token) -> tuple[int, int] | None:
-        if atom.type == "INT":
-            low = high = int(atom)
-        elif atom.type == "RANGE":
-            low, high = (int(p) for p in atom.split("-"))
+    def port_range(self, atom: _Atom) -> tuple[int, int] | None:
+        token = atom.token
+        if token.type == "INT":
+            texts = [str(token)] * 2
+        elif token.type == "RANGE":
+            texts = str(token).split("-")
         else:
-            self.out.error("E0303", f"expected a port, got {atom!s}", self.span(atom))
+            self.out.error("E0303", f"expected a port, got {token!s}", atom.span, *atom.notes)
             return None
-        if high > MAX_PORT:
-            self.out.error("E0302", f"port {high} is out of range (0-65535)", self.span(atom))
+        low, high = (_number(t) for t in texts)
+        if high > MAX_PORT or low > MAX_PORT:
+            shown = texts[1] if high > MAX_PORT else texts[0]
+            self.out.error("E0302", f"port {shown} is out of range (0-65535)", atom.span,
+                           *atom.notes)
             return None
         if low > high:
-            self.out.error("E0302", f"port range {atom!s} is reversed", self.span(atom),
-                           f"did you mean {high}-{low}?")
+            self.out.error("E0302", f"port range {token!s} is reversed", atom.span,
+                           f"did you mean {high}-{low}?", *atom.notes)
             return None
         return (low, high)
 
     def port_atom(self, tree: Tree[Token]) -> tuple[int, int] | None:
         token = tree.children[0]
         assert isinstance(token, Token)
-        return self.port_range(token)
+        return self.port_range(_Atom(token, self.span(token)))
 
     def interface(self, tree: Tree[Token]) -> Interface | None:
         neg, iface = tree.children
@@ -473,7 +531,7 @@ class _Lowering:
 
     def mark_value(self, tree: Tree[Token]) -> tuple[int, int] | None:
         tokens = [t for t in tree.children if isinstance(t, Token)]
-        numbers = [int(str(t), 0) if t.type == "HEX" else int(t) for t in tokens]
+        numbers = [_number(t) for t in tokens]
         value, mask = numbers[0], (numbers[1] if len(numbers) > 1 else MAX_MARK)
         if value > MAX_MARK or mask > MAX_MARK:
             self.out.error("E0312", "mark is out of range (32 bits)", self.span(tree))
@@ -490,8 +548,8 @@ class _Lowering:
     def clause_proto(self, tree: Tree[Token]) -> Protocol | None:
         neg, token = tree.children
         assert isinstance(token, Token)
-        if token.type == "INT" and int(token) <= 255:
-            return Protocol(int(token), self.neg(neg))
+        if token.type == "INT" and _number(token) <= 255:
+            return Protocol(_number(token), self.neg(neg))
         if token in PROTOCOLS:
             return Protocol(PROTOCOLS[token], self.neg(neg))
         self.out.error("E0301", f"unknown protocol {token!s}", self.span(token),
@@ -523,7 +581,7 @@ class _Lowering:
         return self.neg(neg), token  # resolved once the rule's protocol is known
 
     def clause_mark(self, tree: Tree[Token]) -> Mark | None:
-        neg, value = tree.children
+        _, neg, value = tree.children
         assert isinstance(value, Tree)
         parsed = self.mark_value(value)
         return Mark(parsed[0], parsed[1], self.neg(neg)) if parsed else None
@@ -535,17 +593,22 @@ class _Lowering:
             self.out.error("E0314", f"unknown rate unit {unit!s}", self.span(unit),
                            "use second, minute, hour or day")
             return None
-        burst_value = int(burst) if isinstance(burst, Token) else 5
-        if int(rate) < 1 or not 1 <= burst_value <= 10000:
-            self.out.error("E0314", "rate must be at least 1 and burst 1-10000", self.span(tree))
+        if _number(rate) < 1:
+            self.out.error("E0314", "a rate limit needs a rate of at least 1", self.span(rate))
             return None
-        return Limit(int(rate), _UNITS[unit], burst_value)
+        burst_value = _number(burst) if isinstance(burst, Token) else 5
+        if not 1 <= burst_value <= 10000:
+            assert isinstance(burst, Token)
+            self.out.error("E0314", f"burst {burst!s} is out of range (1-10000)",
+                           self.span(burst))
+            return None
+        return Limit(_number(rate), _UNITS[unit], burst_value)
 
     # ------------------------------------------------------------------ actions
     def log(self, tree: Tree[Token]) -> ir.Log:
         prefix: str | None = None
         level: ir.LogLevel | None = None
-        for option in tree.children:
+        for option in tree.children[1:]:  # after the `log` keyword
             assert isinstance(option, Tree)
             token = option.children[0]
             assert isinstance(token, Token)
@@ -559,7 +622,8 @@ class _Lowering:
         return ir.Log(prefix, level)
 
     def nat_target(self, tree: Tree[Token]) -> tuple[Prefix, tuple[int, int] | None] | None:
-        address, port = tree.children
+        # `IPV6` alone (no brackets, no port) has one child; the other forms two.
+        address, port = (*tree.children, None)[:2]
         assert isinstance(address, Token)
         try:
             prefix = Prefix.parse(str(address))
@@ -576,7 +640,7 @@ class _Lowering:
 
     def action(self, tree: Tree[Token]) -> ir.Action | None:
         kind = tree.data
-        children = tree.children
+        children = tree.children[1:]  # after the action keyword
         simple: dict[str, Callable[[], ir.Action]] = {
             "accept": ir.Accept, "drop": ir.Drop, "return_": ir.Return,
             "masquerade": ir.Masquerade, "clamp_mss": ir.ClampMss,
@@ -617,10 +681,11 @@ class _Lowering:
         if kind == "set_mss":
             token = children[0]
             assert isinstance(token, Token)
-            if not 1 <= int(token) <= 65535:
-                self.out.error("E0302", f"mss {token!s} is out of range", self.span(token))
+            if not 1 <= _number(token) <= 65535:
+                self.out.error("E0302", f"mss {token!s} is out of range (1-65535)",
+                               self.span(token))
                 return None
-            return ir.SetMss(int(token))
+            return ir.SetMss(_number(token))
         if kind == "set_mark":
             value_tree = children[0]
             assert isinstance(value_tree, Tree)
@@ -629,15 +694,38 @@ class _Lowering:
         raise AssertionError(f"unhandled action {kind}")
 
 
+def _edge_token(node: Tree[Token] | Token, end: int) -> Token | None:
+    """The first (end=0) or last (end=-1) token under `node`, without recursion."""
+    stack: list[Tree[Token] | Token | None] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Token):
+            return item
+        if isinstance(item, Tree):
+            children = item.children if end == -1 else list(reversed(item.children))
+            stack.extend(children)
+    return None
+
+
+def _number(token: str) -> int:
+    """A decimal or 0x number; past 30 digits, a value out of every range (Python's int()
+    refuses very long digit strings)."""
+    digits = token.lower().removeprefix("0x").lstrip("0")
+    if len(digits) > 30:
+        return 10**30
+    return int(token, 16) if token.lower().startswith("0x") else int(token)
+
+
 def _address_hint(text: str, exc: ValueError) -> list[str]:
     if "host bits set" in str(exc):
-        try:
-            import ipaddress
-
-            return [f"did you mean {ipaddress.ip_network(text, strict=False)}?"]
-        except ValueError:
-            return []
-    return [str(exc)]
+        return [f"did you mean {ipaddress.ip_network(text, strict=False)}?"]
+    address, _, _length = text.partition("/")
+    v6 = ":" in address
+    try:
+        (ipaddress.IPv6Address if v6 else ipaddress.IPv4Address)(address)
+    except ValueError as specific:
+        return [str(specific)]
+    return [f"an {'IPv6' if v6 else 'IPv4'} prefix length is 0-{128 if v6 else 32}"]
 
 
 _CLAUSE_LABEL = {

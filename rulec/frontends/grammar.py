@@ -20,5 +20,6 @@ def grammar_text() -> str:
 @functools.cache
 def parser() -> Lark:
     # strict: terminal collisions are grammar bugs, not something to resolve by priority.
+    # No propagate_positions: it doubles the parse time; spans come from the tokens instead.
     return Lark(grammar_text(), parser="lalr", lexer="contextual", strict=True,
-                propagate_positions=True, maybe_placeholders=True)
+                maybe_placeholders=True)

@@ -6,7 +6,7 @@ import re
 from typing import assert_never
 
 from rulec.ir import nodes as ir
-from rulec.ir.values import PROTOCOL_NAMES, Interface
+from rulec.ir.values import PROTOCOL_NAMES, Family, Interface
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*\Z")
 # Protocol names the grammar has keywords for.
@@ -25,7 +25,11 @@ def _interface(value: Interface) -> str:
 
 def match_text(m: ir.Match) -> list[str]:
     parts: list[str] = []
-    if m.family is not None and not (m.proto is not None and m.proto.number in (1, 58)):
+    # `icmp` and `icmpv6` imply their family (the parser sets it); `proto != icmp` does not.
+    implied = None
+    if m.proto is not None and not m.proto.negated and m.proto.number in (1, 58):
+        implied = Family.IP if m.proto.number == 1 else Family.IP6
+    if m.family is not None and m.family is not implied:
         parts.append(f"family {m.family.value}")
     if m.proto is not None:
         name = PROTOCOL_NAMES.get(m.proto.number, str(m.proto.number))

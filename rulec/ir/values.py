@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from dataclasses import dataclass
 
 MAX_PORT = 65535
+_IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(/[0-9]{1,2})?\Z")
 MAX_MARK = 0xFFFFFFFF
 
 
@@ -45,6 +47,17 @@ class Prefix:
     @classmethod
     def parse(cls, text: str) -> Prefix:
         """Parse `a.b.c.d[/n]` or `v6[/n]`; raises ValueError with a reason."""
+        if _IPV4.match(text):
+            # Fast path: ipaddress costs ~10 µs per network, a third of a rule's compile time.
+            address, _, length = text.partition("/")
+            octets = [int(o) for o in address.split(".")]
+            bits = int(length) if length else 32
+            if max(octets) <= 255 and bits <= 32 and all(
+                    o == "0" or not o.startswith("0") for o in address.split(".")):
+                network = (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
+                if network & ((1 << (32 - bits)) - 1):
+                    raise ValueError(f"{text} has host bits set")
+                return cls(Family.IP, network, bits)
         net = ipaddress.ip_network(text, strict=True)
         family = Family.IP if net.version == 4 else Family.IP6
         return cls(family, int(net.network_address), net.prefixlen)

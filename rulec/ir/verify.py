@@ -102,11 +102,13 @@ def _verify_table(table: Table, out: Collector) -> None:
                 continue
             if target not in names:
                 close = difflib.get_close_matches(target, list(names), n=1)
-                notes = [f"did you mean {close[0]}?"] if close else []
+                notes = [f"did you mean {close[0]}?"] if close else [
+                    f"declare it in this table: `chain {target} {{ ... }}`"]
                 out.error("E0205", f"chain {target} does not exist in table "
                           f"{table.family.value} {table.kind.value}", rule.span, *notes)
             elif names[target].hook is not None:
-                out.error("E0205", f"cannot jump to built-in chain {target}", rule.span)
+                out.error("E0205", f"cannot jump to built-in chain {target}", rule.span,
+                          "the kernel enters built-in chains itself; jump to a user chain")
     _verify_no_loops(table, names, out)
     hooks = _reaching_hooks(table, names)
     for chain in table.chains:
@@ -116,7 +118,10 @@ def _verify_table(table: Table, out: Collector) -> None:
 
 def _verify_no_loops(table: Table, names: dict[str, Chain], out: Collector) -> None:
     # Iterative DFS over jump edges; a back edge is a loop the kernel rejects (ELOOP).
-    edges = {c.name: [(r, t) for r in c.rules if (t := _targets(r)) in names] for c in table.chains}
+    # Jumps to built-in chains are already errors (E0205), so they are not edges here.
+    edges = {c.name: [(r, t) for r in c.rules
+                      if (t := _targets(r)) in names and names[t].hook is None]
+             for c in table.chains}
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     reported: set[str] = set()
     for root in edges:
@@ -134,7 +139,7 @@ def _verify_no_loops(table: Table, names: dict[str, Chain], out: Collector) -> N
             rule, target = step
             if state.get(target) == 1:
                 path = [n for n, _ in stack]
-                cycle = path[path.index(target):] + [target]
+                cycle = [*path[path.index(target):], target]
                 if target not in reported:
                     reported.add(target)
                     out.error("E0308", "jump loop: " + " -> ".join(cycle), rule.span,
@@ -196,11 +201,14 @@ def _verify_rule(
         kind, allowed = rule_allowed
         label = _action_label(action)
         if kind is not None and table.kind is not kind:
-            out.error("E0307", f"{label} is only valid in the {kind.value} table", span)
+            out.error("E0307", f"{label} is only valid in the {kind.value} table", span,
+                      f"this rule is in table {table.family.value} {table.kind.value}")
         elif hooks and not hooks <= allowed:
-            where = ", ".join(sorted(h.value for h in hooks - allowed))
-            out.error("E0307", f"{label} cannot run in {where} (chain {chain.name})", span,
-                      "allowed in " + ", ".join(h.value for h in Hook if h in allowed))
+            where = ", ".join(h.value for h in Hook if h in hooks - allowed)
+            reached = "" if chain.hook is not None else f", which is reached from {where}"
+            out.error("E0307", f"{label} cannot run in chain {chain.name}{reached}", span,
+                      f"{label} is allowed in chains reached from "
+                      + ", ".join(h.value for h in Hook if h in allowed))
 
     if isinstance(action, SetMss | ClampMss):
         syn_only = (
@@ -212,14 +220,14 @@ def _verify_rule(
                       "add `tcp flags syn / syn,rst` (the kernel only rewrites SYN packets)")
         if isinstance(action, SetMss) and not 1 <= action.mss <= 65535:
             out.error("E0302", f"mss {action.mss} out of range", span)
-    if isinstance(action, Dnat | Snat | Masquerade | Redirect) and action.ports is not None:
-        if proto not in PORT_PROTOCOLS:
-            out.error("E0305", f"{_action_label(action)} to a port needs tcp, udp, sctp or dccp",
-                      span)
-    if isinstance(action, Dnat | Snat):
-        if family is not None and action.address.family is not family:
-            out.error("E0306", f"{_action_label(action)} to an {action.address.family.value} "
-                      f"address in an {family.value} rule", span)
+    if (isinstance(action, Dnat | Snat | Masquerade | Redirect) and action.ports is not None
+            and proto not in PORT_PROTOCOLS):
+        out.error("E0305", f"{_action_label(action)} to a port needs a protocol with ports "
+                  "(tcp, udp, sctp, udplite, dccp)", span, "add e.g. `tcp` to the rule")
+    if (isinstance(action, Dnat | Snat) and family is not None
+            and action.address.family is not family):
+        out.error("E0306", f"{_action_label(action)} to an {action.address.family.value} "
+                  f"address in an {family.value} rule", span)
     if isinstance(action, Reject) and action.with_ is RejectWith.TCP_RESET and proto != TCP:
         out.error("E0305", "reject with tcp-reset needs `tcp`", span)
     for interface in (m.iifname, m.oifname):
@@ -254,12 +262,47 @@ def rule_families(table: Table, rule: Rule) -> frozenset[Family]:
     return frozenset(families)
 
 
+def _family_constraints(table: Table, rule: Rule) -> Iterable[tuple[str, frozenset[Family]]]:
+    """What limits a rule's families, described for an error; the same tests as rule_families."""
+    if table.family is not Family.INET:
+        yield f"table {table.family.value} {table.kind.value}", frozenset({table.family})
+    m = rule.match
+    implied = None  # the family `icmp` or `icmpv6` implies (the frontend also sets it)
+    if m.proto is not None and not m.proto.negated and m.proto.number in (ICMP, ICMPV6):
+        implied = Family.IP if m.proto.number == ICMP else Family.IP6
+        yield f"`{m.proto.name}`", frozenset({implied})
+    if m.family is not None and m.family is not implied:
+        yield f"`family {m.family.value}`", frozenset({m.family})
+    if m.icmp_type is not None:
+        yield "the icmp type", frozenset({m.icmp_type.family})
+    for label, value in (("source", m.saddr), ("destination", m.daddr)):
+        if value is not None and not value.negated:
+            yield f"the {label} address", value.families
+    if isinstance(rule.action, Dnat | Snat):
+        yield f"the {_action_label(rule.action)} address", frozenset({rule.action.address.family})
+
+
+def _family_names(families: frozenset[Family]) -> str:
+    return " and ".join(n for f, n in ((Family.IP, "IPv4"), (Family.IP6, "IPv6")) if f in families)
+
+
 def _rule_family(table: Table, rule: Rule, out: Collector) -> Family | None:
     families = rule_families(table, rule)
     if not families:
+        # Name the first constraint that leaves no family, and the one before it that it
+        # contradicts.
+        notes = []
+        possible, previous = frozenset({Family.IP, Family.IP6}), None
+        for label, allowed in _family_constraints(table, rule):
+            if not possible & allowed and previous is not None:
+                notes.append(f"{previous} is {_family_names(possible)}, but {label} is "
+                             f"{_family_names(allowed)}")
+                break
+            if possible & allowed != possible:
+                previous = label
+            possible &= allowed
         out.error("E0306", "the rule mixes address families, so no packet can match it", rule.span,
-                  f"table {table.family.value} {table.kind.value}; check the addresses, "
-                  "`family` and icmp/icmpv6")
+                  *notes)
         return None
     return next(iter(families)) if len(families) == 1 else None
 
@@ -303,4 +346,4 @@ def span_of(rule: Rule) -> Span | None:
     return rule.span
 
 
-__all__ = ["TargetLimits", "verify", "check", "rule_families", "RulecError", "IFNAMSIZ"]
+__all__ = ["IFNAMSIZ", "RulecError", "TargetLimits", "check", "rule_families", "verify"]
