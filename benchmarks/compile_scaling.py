@@ -1,0 +1,115 @@
+"""Compile-time scaling: generated policies of 1k, 10k and 100k rules, each stage timed apart.
+
+    python benchmarks/compile_scaling.py [--sizes 1000,10000,100000] [--repeat 3]
+
+Prints one table: the median seconds per stage (Lark parse, lowering to IR, verify, each
+backend's emit), rules per second end to end, and the growth ratio per 10x more rules
+(linear growth is 10x; the target is at most 12x). All sizes are measured in one run, so
+the ratios are comparable even on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rulec import api  # noqa: E402
+from rulec.frontends import dsl  # noqa: E402
+from rulec.frontends.grammar import parser  # noqa: E402
+from rulec.ir.verify import verify  # noqa: E402
+
+TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
+
+
+def generate(rules: int, seed: int = 1) -> str:
+    """A policy of `rules` rules in chains of 1000, dispatched from INPUT, mixing shapes:
+    single ports, port sets, a shared address group, negations, comments, both families."""
+    rnd = random.Random(seed)
+    chains = max(1, rules // 1000)
+    per_chain = rules // chains
+    out = ["define office = { 198.51.100.0/24, 203.0.113.0/25, 2001:db8:100::/48 }",
+           "table inet filter {", "  chain INPUT policy drop {",
+           "    accept ct state established,related"]
+    out += [f"    jump svc{c} in eth{c % 4}" for c in range(chains)]
+    out.append("  }")
+    for c in range(chains):
+        out.append(f"  chain svc{c} {{")
+        for i in range(per_chain):
+            n = 0xC6120000 + c * per_chain + i  # inside 198.18.0.0/15
+            host = f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+            port = rnd.randrange(1, 65535)
+            match i % 5:
+                case 0:
+                    out.append(f"    accept tcp dport {port} from {host}")
+                case 1:
+                    out.append(f"    drop udp dport {{ 53, 123, {port} }} from {host} "
+                               f'comment "rule {c}.{i}"')
+                case 2:
+                    out.append(f"    accept tcp dport 443 from $office to {host}")
+                case 3:
+                    out.append(f"    reject with tcp-reset tcp dport {port} from != {host}")
+                case _:
+                    out.append(f"    accept family ip6 tcp dport {port} from 2001:db8::{i:x}")
+        out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _median_time(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        with api.paused_gc():
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(rules: int, repeat: int) -> dict[str, float]:
+    text = generate(rules)
+    parser()  # grammar construction is a one-off, not part of the per-rule cost
+    row = {"parse": _median_time(lambda: parser().parse(text + "\n"), repeat)}
+    lowered = _median_time(lambda: dsl.parse_text(text, "bench.rules"), repeat)
+    row["lower"] = max(0.0, lowered - row["parse"])
+    ruleset = dsl.parse_text(text, "bench.rules")
+    row["verify"] = _median_time(lambda: verify(ruleset), repeat)
+    for target in TARGETS:
+        row[target] = _median_time(lambda t=target: api.compile_ruleset(ruleset, t), repeat)
+    row["total (nft)"] = row["parse"] + row["lower"] + row["verify"] + row["nft"]
+    row["total (iptables)"] = row["parse"] + row["lower"] + row["verify"] + row["iptables"]
+    return row
+
+
+def main() -> None:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--sizes", default="1000,10000,100000")
+    options.add_argument("--repeat", type=int, default=3)
+    args = options.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = {n: measure(n, args.repeat) for n in sizes}
+    stages = list(rows[sizes[0]])
+    print(f"median of {args.repeat} runs, seconds (emit columns include the target's verify)")
+    header = f"{'stage':<18}" + "".join(f"{n:>12,}" for n in sizes)
+    header += "".join(f"{f'x{b // a}:{a // 1000}k->{b // 1000}k':>16}"
+                      for a, b in zip(sizes, sizes[1:], strict=False))
+    print(header)
+    for stage in stages:
+        line = f"{stage:<18}" + "".join(f"{rows[n][stage]:>12.3f}" for n in sizes)
+        for a, b in zip(sizes, sizes[1:], strict=False):
+            ratio = rows[b][stage] / rows[a][stage] if rows[a][stage] > 0 else float("nan")
+            line += f"{ratio:>16.1f}"
+        print(line)
+    line = f"{'rules/s (nft)':<18}" + "".join(
+        f"{n / rows[n]['total (nft)']:>12,.0f}" for n in sizes)
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
