@@ -230,6 +230,14 @@ def _verify_rule(
                   f"address in an {family.value} rule", span)
     if isinstance(action, Reject) and action.with_ is RejectWith.TCP_RESET and proto != TCP:
         out.error("E0305", "reject with tcp-reset needs `tcp`", span)
+    # Built-in chains only: iptables refuses these, while in a user chain reached from such a
+    # hook the interface is simply absent (and the test false) - which is what nft does too.
+    if chain.hook in (Hook.OUTPUT, Hook.POSTROUTING) and m.iifname is not None:
+        out.error("E0316", f"`in` cannot be used in {chain.hook.value}: locally generated and "
+                  "outgoing packets have no input interface", span)
+    if chain.hook in (Hook.PREROUTING, Hook.INPUT) and m.oifname is not None:
+        out.error("E0316", f"`out` cannot be used in {chain.hook.value}: the output interface "
+                  "is not known before routing", span)
     for interface in (m.iifname, m.oifname):
         if interface is not None and len(interface.name) > IFNAMSIZ:
             out.error("E0313", f"interface name {interface.name!r} is longer than {IFNAMSIZ} "
