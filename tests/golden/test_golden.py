@@ -1,6 +1,7 @@
 """Golden files: every case (and every example) compiled for every target matches its reviewed
-expected output byte for byte. A missing or different file writes `<name>.actual` and fails;
-`pytest --update-goldens` rewrites the expected files deliberately."""
+expected output byte for byte. Where a target must refuse a case, the expected file is
+`<case>.<target>.err` and holds the rendered diagnostics. A missing or different file writes
+`<name>.actual` and fails; `pytest --update-goldens` rewrites the expected files deliberately."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rulec import api
+from rulec.diagnostics import RulecError
 from tests.golden.cases import TARGET_SUFFIX, golden_cases, options_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(("case", "target"), golden_cases(), ids=lambda v: str(v))
 def test_golden(case: Path, target: str, request: pytest.FixtureRequest) -> None:
     options = options_of(case)
-    result = api.compile_files([case.relative_to(ROOT)], target,
-                               noflush=options.noflush and target in ("iptables", "ip6tables"))
     expected_path = case.with_suffix(TARGET_SUFFIX[target])
-    actual = result.artifact.text
+    try:
+        result = api.compile_files([case.relative_to(ROOT)], target,
+                                   noflush=options.noflush and target in ("iptables", "ip6tables"))
+        actual = result.artifact.text
+    except RulecError as exc:
+        expected_path = expected_path.with_name(expected_path.name + ".err")
+        actual = exc.render() + "\n"
     if request.config.getoption("--update-goldens", default=False):
         expected_path.write_text(actual, encoding="utf-8")
         return
