@@ -1,0 +1,17 @@
+"""What a pass may know besides the ruleset: the target's abilities and where warnings go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rulec.diagnostics import Diagnostic
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PassContext:
+    # The target has named sets and verdict maps (nft): synthesize_sets may use them.
+    named_sets: bool = False
+    # Run ir.verify after every pass (tests always do).
+    verify: bool = False
+    # Warnings the passes report (e.g. shadowed rules), with spans; the list is the sink.
+    warnings: list[Diagnostic] = field(default_factory=list)
