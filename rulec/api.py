@@ -17,15 +17,17 @@ from rulec.diagnostics import Diagnostic, RulecError
 from rulec.frontends import dsl
 from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
 from rulec.ir.verify import verify
+from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
 
 TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
 
 
 @dataclass(frozen=True, slots=True)
 class CompileResult:
-    ruleset: Ruleset
+    ruleset: Ruleset  # after the passes, before the backend's own lowering
     artifact: Artifact
     warnings: tuple[Diagnostic, ...]
+    pass_stats: tuple[PassStats, ...] = ()
 
 
 @contextlib.contextmanager
@@ -71,34 +73,42 @@ def with_provenance(ruleset: Ruleset) -> Ruleset:
 
 
 def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
-                    provenance: bool = False) -> CompileResult:
-    """Check `ruleset` against the target's limits, then print it."""
+                    provenance: bool = False,
+                    passes: Sequence[str] | None = None) -> CompileResult:
+    """Optimise (`passes`: None for the default pipeline, () for none), check the result
+    against the target's limits, then print it."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if provenance:
         ruleset = with_provenance(ruleset)
     backend = get_backend(target)
+    ctx = PassContext(named_sets=target in ("nft", "nft-json"))
     with paused_gc():
-        warnings = verify(ruleset, backend.limits)
+        ruleset, stats = run_pipeline(
+            ruleset, ctx, DEFAULT_PIPELINE if passes is None else tuple(passes))
+        warnings = (*ctx.warnings, *verify(ruleset, backend.limits))
         artifact = backend.emit(ruleset, EmitOptions(noflush=noflush))
-    return CompileResult(ruleset, artifact, warnings)
+    return CompileResult(ruleset, artifact, warnings, stats)
 
 
-def emit(ruleset: Ruleset, target: str, *, noflush: bool = False) -> Artifact:
+def emit(ruleset: Ruleset, target: str, *, noflush: bool = False,
+         passes: Sequence[str] | None = None) -> Artifact:
     """compile_ruleset() for callers that only want the artifact."""
-    return compile_ruleset(ruleset, target, noflush=noflush).artifact
+    return compile_ruleset(ruleset, target, noflush=noflush, passes=passes).artifact
 
 
 def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = False,
-                  provenance: bool = False) -> CompileResult:
+                  provenance: bool = False,
+                  passes: Sequence[str] | None = None) -> CompileResult:
     """The whole pipeline on policy files."""
-    return compile_ruleset(parse_files(paths), target, noflush=noflush, provenance=provenance)
+    return compile_ruleset(parse_files(paths), target, noflush=noflush, provenance=provenance,
+                           passes=passes)
 
 
-def compile_text(text: str, target: str, *, name: str = "<string>",
-                 noflush: bool = False) -> Artifact:
+def compile_text(text: str, target: str, *, name: str = "<string>", noflush: bool = False,
+                 passes: Sequence[str] | None = None) -> Artifact:
     """The whole pipeline on a string."""
-    return emit(parse_text(text, name), target, noflush=noflush)
+    return emit(parse_text(text, name), target, noflush=noflush, passes=passes)
 
 
 __all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_ruleset",

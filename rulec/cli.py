@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rulec import api
+from rulec.backends.stats import kernel_rule_counts
 from rulec.diagnostics import Diagnostic, RulecError, render
+from rulec.passes import DEFAULT_PIPELINE, PASSES
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
@@ -45,7 +47,7 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_cmd = commands.add_parser(
         "compile", help="compile policy files for a target", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    compile_cmd.add_argument("files", nargs="+", metavar="FILE", help=".rules files, in order")
+    compile_cmd.add_argument("files", nargs="*", metavar="FILE", help=".rules files, in order")
     compile_cmd.add_argument("--target", "-t", choices=api.TARGETS, default="iptables",
                              help="output format (default: iptables)")
     compile_cmd.add_argument("-o", "--output", metavar="OUT",
@@ -55,6 +57,15 @@ def _build_parser() -> argparse.ArgumentParser:
                              "`iptables-restore --noflush` beside rules rulec does not own")
     compile_cmd.add_argument("--provenance", action="store_true",
                              help="comment every rule with the file:line it comes from")
+    compile_cmd.add_argument("-O0", dest="no_passes", action="store_true",
+                             help="turn the optimiser off")
+    compile_cmd.add_argument("--passes", metavar="NAME,...",
+                             help="run only these passes, in this order (see --list-passes)")
+    compile_cmd.add_argument("--list-passes", action="store_true",
+                             help="print the passes of the default pipeline and exit")
+    compile_cmd.add_argument("--stats", action="store_true",
+                             help="print, per pass, rules in -> out, and the kernel rules per "
+                             "table (on standard error)")
 
     check_cmd = commands.add_parser(
         "check", help="parse and verify policy files", epilog=_EPILOG,
@@ -91,13 +102,43 @@ def _missing_files(files: Sequence[str]) -> None:
             raise _UsageError(f"rulec: error: no such file: {name}")
 
 
+def _selected_passes(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if args.no_passes and args.passes:
+        raise _UsageError("rulec: error: -O0 and --passes exclude each other")
+    if args.no_passes:
+        return ()
+    if args.passes is None:
+        return None
+    names = tuple(n.strip() for n in args.passes.split(",") if n.strip())
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise _UsageError(f"rulec: error: unknown pass {', '.join(unknown)} "
+                          f"(known: {', '.join(PASSES) or 'none'})")
+    return names
+
+
+def _print_stats(result: api.CompileResult) -> None:
+    for stat in result.pass_stats:
+        print(f"pass {stat.name:<20} rules {stat.rules_in:>7} -> {stat.rules_out:<7} "
+              f"{stat.seconds * 1000:8.1f} ms", file=sys.stderr)
+    for table, count in kernel_rule_counts(result.artifact).items():
+        print(f"kernel rules in {table}: {count}", file=sys.stderr)
+
+
 def _compile(args: argparse.Namespace) -> int:
+    if args.list_passes:
+        print("\n".join(DEFAULT_PIPELINE))
+        return EXIT_OK
+    if not args.files:
+        raise _UsageError("rulec compile: error: give at least one FILE")
     _missing_files(args.files)
     if args.noflush and args.target not in ("iptables", "ip6tables"):
         raise _UsageError("rulec: error: --noflush applies to --target iptables/ip6tables only")
     result = api.compile_files(args.files, args.target, noflush=args.noflush,
-                               provenance=args.provenance)
+                               provenance=args.provenance, passes=_selected_passes(args))
     _print_warnings(result.warnings)
+    if args.stats:
+        _print_stats(result)
     if args.output:
         _write_atomically(Path(args.output), result.artifact.text)
     else:
