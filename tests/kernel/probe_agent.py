@@ -1,0 +1,102 @@
+"""Probe agent, run inside a namespace by probe.py: servers that tell each peer what they saw,
+and clients that try many connections at once and print the outcomes as JSON. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+READ_TIMEOUT = 5.0
+
+
+def _plain(address: str) -> str:
+    # A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d.
+    return address.removeprefix("::ffff:")
+
+
+def serve(proto: str, ports: list[int]) -> None:
+    """Answer every TCP connection / UDP datagram with {"peer", "port", "mss"} and go on."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    selector = selectors.DefaultSelector()
+    for port in ports:
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+        if proto == "tcp":
+            sock.listen(64)
+        selector.register(sock, selectors.EVENT_READ, (sock, port))
+    # The parent holds our stdin: when it goes away, so do we, even if it could not kill us.
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    print("READY", flush=True)
+    while True:
+        for key, _ in selector.select():
+            sock, port = key.data
+            try:
+                if proto == "tcp":
+                    conn, peer = sock.accept()
+                    with conn:
+                        mss = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+                        report = {"peer": _plain(peer[0]), "port": port, "mss": mss}
+                        conn.sendall(json.dumps(report).encode() + b"\n")
+                else:
+                    _, peer = sock.recvfrom(2048)
+                    report = {"peer": _plain(peer[0]), "port": port, "mss": None}
+                    sock.sendto(json.dumps(report).encode(), peer)
+            except OSError:  # a client that gave up must not take the server down
+                continue
+
+def attempt(spec: dict[str, Any]) -> dict[str, Any]:
+    """One connection (TCP) or datagram exchange (UDP) from spec["src"] to spec["dst"]."""
+    dst, port, src, timeout = spec["dst"], spec["port"], spec.get("src"), spec["timeout"]
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    kind = socket.SOCK_STREAM if spec["proto"] == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(family, kind) as sock:
+        sock.settimeout(timeout)
+        if src:
+            sock.bind((src, 0))
+        try:
+            if kind == socket.SOCK_STREAM:
+                sock.connect((dst, port))
+                sock.settimeout(READ_TIMEOUT)  # once through, a slow server is not a drop
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            else:
+                sock.sendto(b"probe", (dst, port))
+                data = sock.recv(4096)
+        except OSError as exc:
+            connected = kind == socket.SOCK_STREAM and exc.errno is None and _is_connected(sock)
+            return {"connected": connected, "reply": None, "error": str(exc) or type(exc).__name__}
+        reply = json.loads(data) if data.strip() else None
+        return {"connected": True, "reply": reply, "error": None}
+
+
+def _is_connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def connect(specs: list[dict[str, Any]]) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+        print(json.dumps(list(pool.map(attempt, specs))), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], [int(p) for p in sys.argv[3:]])
+    else:
+        connect(json.loads(sys.argv[2]))
