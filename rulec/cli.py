@@ -159,9 +159,10 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rulec import kernel
 
-    reason = kernel.available()
-    if reason is not None:
-        raise _UsageError(f"rulec: error: --kernel cannot run here: {reason}")
+    for target in targets:
+        reason = kernel.available(target)
+        if reason is not None:
+            raise _UsageError(f"rulec: error: --kernel cannot check {target} here: {reason}")
     failed = False
     for target in targets:
         verdict = kernel.validate(ruleset, target)
