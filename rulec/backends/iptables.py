@@ -44,6 +44,8 @@ from rulec.ir.nodes import (
     Snat,
     Table,
     TableKind,
+    Vmap,
+    vmap_rules,
 )
 from rulec.ir.values import (
     MAX_MARK,
@@ -323,7 +325,8 @@ def lower_table(table: Table, family: Family) -> Table:
     for chain in table.chains:
         helpers.root = chain.name
         rules: list[Rule] = []
-        for rule in chain.rules:
+        # A verdict map becomes its rules, one per entry; set names are nft's business.
+        for rule in (plain for r in chain.rules for plain in vmap_rules(r)):
             restricted = restrict_rule(table, rule, family)
             normal = normalise_rule(restricted) if restricted is not None else None
             if normal is None:
@@ -611,6 +614,8 @@ def _target(action: Action, family: Family, span: Span | None) -> str:
             if not (0 <= value <= MAX_MARK and 0 <= mask <= MAX_MARK):
                 raise _fail("E0406", "mark out of range", span)
             return f"-j MARK --set-xmark {value:#x}/{mask:#x}"
+        case Vmap():
+            raise AssertionError("lower_table expands verdict maps")
         case _:
             assert_never(action)
 

@@ -7,12 +7,14 @@ run before printing and the decisions about which tests a rule spells out.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import assert_never
 
 from rulec.backends.base import Artifact, Backend, EmitOptions
 from rulec.backends.lowering import split_families
 from rulec.diagnostics import Collector, RulecError, Span
 from rulec.ir.nodes import (
+    ANY,
     Accept,
     Action,
     ClampMss,
@@ -24,6 +26,9 @@ from rulec.ir.nodes import (
     Jump,
     Log,
     LogLevel,
+    MapKey,
+    MapValue,
+    MapVerdict,
     Masquerade,
     Match,
     Redirect,
@@ -38,6 +43,9 @@ from rulec.ir.nodes import (
     Statement,
     Table,
     TableKind,
+    Vmap,
+    keyed,
+    targets,
 )
 from rulec.ir.values import (
     MAX_MARK,
@@ -160,6 +168,72 @@ def priority(table: Table, hook: Hook) -> int:
     return _NAT_PRIORITY[hook] if table.kind is TableKind.NAT else _PRIORITY[table.kind]
 
 
+def decision_rule(rule: Rule) -> Rule:
+    """The rule as nfproto() and explicit_proto() should judge it: a verdict map's key is
+    printed like a match on its field, with the same implied protocol and family."""
+    action = rule.action
+    if not isinstance(action, Vmap) or not action.entries:
+        return rule
+    return replace(rule, match=keyed(rule.match, action.key, action.entries[0][0]))
+
+
+NamedSet = AddressSet | PortSet
+
+
+def named_sets(table: Table) -> list[NamedSet]:
+    """The named sets the table's rules use, one per name, sorted by name."""
+    found: dict[str, NamedSet] = {}
+    for chain in table.chains:
+        for rule in chain.rules:
+            m = rule.match
+            for value in (m.saddr, m.daddr, m.sport, m.dport, m.ct_orig_dport):
+                if value is not None and value.name is not None:
+                    found.setdefault(value.name, value)
+    return [found[name] for name in sorted(found)]
+
+
+def set_type(value: NamedSet) -> str:
+    if isinstance(value, PortSet):
+        return "inet_service"
+    return "ipv4_addr" if value.prefixes[0].family is Family.IP else "ipv6_addr"
+
+
+def set_interval(value: NamedSet) -> bool:
+    """Whether the set needs `flags interval`: only for prefixes and port ranges, since exact
+    keys in a hash are cheaper to look up (kernel-costs.md, "What a compiler can do", 4)."""
+    if isinstance(value, PortSet):
+        return any(low != high for low, high in value.ranges)
+    return not all(p.is_host for p in value.prefixes)
+
+
+def disjoint_elements(value: MapValue) -> list[Prefix] | list[tuple[int, int]] | list[str]:
+    """A value's elements with none overlapping, as named sets and maps need ("conflicting
+    intervals specified"; anonymous sets merge by themselves): a prefix inside another goes,
+    overlapping port ranges join. Membership is unchanged."""
+    if isinstance(value, Interface):
+        return [interface_pattern(value)]
+    if isinstance(value, PortSet):
+        merged: list[tuple[int, int]] = []
+        for low, high in value.ranges:  # sorted
+            if merged and low <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+            else:
+                merged.append((low, high))
+        return merged
+    kept: list[Prefix] = []
+    for prefix in value.prefixes:  # sorted: a cover comes right before what it covers
+        last = kept[-1] if kept else None
+        if last is None or last.family is not prefix.family or prefix.last > last.last:
+            kept.append(prefix)
+    return kept
+
+
+def map_key_family(vmap: Vmap) -> Family:
+    value = vmap.entries[0][0]
+    assert isinstance(value, AddressSet)
+    return value.prefixes[0].family
+
+
 def nfproto(table: Table, rule: Rule) -> Family | None:
     """The family an inet rule must test with `meta nfproto`, when no printed match implies it.
 
@@ -273,10 +347,10 @@ def _reachable(table: Table) -> set[str]:
     reached = set(todo)
     while todo:
         for rule in chains[todo.pop()].rules:
-            action = rule.action
-            if isinstance(action, Jump | Goto) and action.target in chains.keys() - reached:
-                reached.add(action.target)
-                todo.append(action.target)
+            for target in targets(rule.action):
+                if target in chains.keys() - reached:
+                    reached.add(target)
+                    todo.append(target)
     return reached
 
 
@@ -307,7 +381,9 @@ def _check_rule(rule: Rule, limits: TargetLimits, out: Collector) -> None:
         if what == "log prefix" and size > limits.max_log_prefix:
             out.error("E0402", f"log prefix is {size} bytes; {limits.target} allows "
                       f"{limits.max_log_prefix}", span)
-    for iface in (m.iifname, m.oifname):
+    keys = [v for v, _ in rule.action.entries if isinstance(v, Interface)] if isinstance(
+        rule.action, Vmap) else []
+    for iface in (m.iifname, m.oifname, *keys):
         if iface is None:
             continue
         body = iface.name[:-1] if iface.is_wildcard else iface.name
@@ -368,6 +444,8 @@ def print_ruleset(ruleset: Ruleset) -> str:
 def _table(table: Table) -> list[str]:
     ident = f"{table.family.value} {table_name(table)}"
     lines = [f"table {ident} {{"]
+    for value in named_sets(table):
+        lines.extend(_set_declaration(value))
     for chain in table.chains:
         lines.append(f"\tchain {identifier(chain.name, chain.span)} {{")
         if chain.hook is not None:
@@ -381,11 +459,29 @@ def _table(table: Table) -> list[str]:
     return lines
 
 
+def _set_declaration(value: NamedSet) -> list[str]:
+    assert value.name is not None
+    lines = [f"\tset {value.name} {{", f"\t\ttype {set_type(value)}"]
+    if set_interval(value):
+        lines.append("\t\tflags interval")
+    items = [_element(e) for e in disjoint_elements(value)]
+    lines += [f"\t\telements = {{ {', '.join(items)} }}", "\t}"]
+    return lines
+
+
+def _element(item: Prefix | tuple[int, int] | str) -> str:
+    if isinstance(item, Prefix):
+        return str(item)
+    if isinstance(item, tuple):
+        return _port_range(item)
+    return quote(item, None)
+
+
 def rule_text(table: Table, rule: Rule) -> str:
     """Matches in Match field order, then statements, the action and the comment."""
     parts = _matches(table, rule)
     parts.extend(_statement(item, rule.span) for item in rule.statements)
-    parts.append(_action(table, rule.action, rule.span))
+    parts.append(_action(table, rule.action, rule.span, rule.match))
     if rule.comment is not None:
         parts.append("comment " + quote(rule.comment, rule.span))
     return " ".join(parts)
@@ -394,10 +490,10 @@ def rule_text(table: Table, rule: Rule) -> str:
 def _matches(table: Table, rule: Rule) -> list[str]:
     m, span = rule.match, rule.span
     out = []
-    family = nfproto(table, rule)
+    family = nfproto(table, decision_rule(rule))
     if family is not None:
         out.append(f"meta nfproto {NFPROTO[family]}")
-    if m.proto is not None and explicit_proto(m):
+    if m.proto is not None and explicit_proto(decision_rule(rule).match):
         out.append(_proto(m.proto))
     if m.saddr is not None:
         out.append(_address("saddr", m.saddr))
@@ -444,10 +540,14 @@ def _proto(value: Protocol) -> str:
 
 def _address(field: str, value: AddressSet) -> str:
     protocol = ADDRESS_PROTOCOL[value.prefixes[0].family]
+    if value.name is not None:
+        return f"{protocol} {field} {_neg(value.negated)}@{value.name}"
     return f"{protocol} {field} {_neg(value.negated)}{_set([str(p) for p in value.prefixes])}"
 
 
 def _ports(value: PortSet) -> str:
+    if value.name is not None:
+        return f"{_neg(value.negated)}@{value.name}"
     items = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges]
     return _neg(value.negated) + _set(items)
 
@@ -531,7 +631,42 @@ def _port_range(ports: tuple[int, int]) -> str:
     return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
 
 
-def _action(table: Table, action: Action, span: Span | None) -> str:
+def _map_key(m: Match, vmap: Vmap) -> str:
+    match vmap.key:
+        case MapKey.SADDR | MapKey.DADDR:
+            return f"{ADDRESS_PROTOCOL[map_key_family(vmap)]} {vmap.key.value}"
+        case MapKey.SPORT | MapKey.DPORT:
+            assert m.proto is not None  # verify: ports need a positive port protocol
+            return f"{PROTOCOL_WORDS[m.proto.number]} {vmap.key.value}"
+        case MapKey.IIFNAME | MapKey.OIFNAME:
+            return "iifname" if vmap.key is MapKey.IIFNAME else "oifname"
+        case _:
+            assert_never(vmap.key)
+
+
+def _vmap(m: Match, vmap: Vmap, span: Span | None) -> str:
+    items = [f"{_element(element)} : {_verdict(verdict, span)}"
+             for value, verdict in vmap.entries for element in disjoint_elements(value)]
+    return f"{_map_key(m, vmap)} vmap {{ {', '.join(items)} }}"
+
+
+def _verdict(verdict: MapVerdict, span: Span | None) -> str:
+    match verdict:
+        case Accept():
+            return "accept"
+        case Drop():
+            return "drop"
+        case Return():
+            return "return"
+        case Jump(target):
+            return "jump " + identifier(target, span)
+        case Goto(target):
+            return "goto " + identifier(target, span)
+        case _:
+            assert_never(verdict)
+
+
+def _action(table: Table, action: Action, span: Span | None, m: Match = ANY) -> str:
     match action:
         case Accept():
             return "accept"
@@ -568,5 +703,7 @@ def _action(table: Table, action: Action, span: Span | None) -> str:
                 return f"meta mark set {operand:#010x}"
             tail = f" {op} {operand:#010x}" if operand else ""
             return f"meta mark set meta mark & {keep:#010x}{tail}"
+        case Vmap():
+            return _vmap(m, action, span)
         case _:
             assert_never(action)

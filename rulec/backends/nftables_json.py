@@ -19,22 +19,30 @@ from rulec.backends.nftables import (
     OWNED_TABLES,
     PROTOCOL_WORDS,
     TCP_FLAG_NAMES,
+    NamedSet,
     chain_type,
+    decision_rule,
+    disjoint_elements,
     explicit_proto,
     icmp_type_value,
     identifier,
     interface_pattern,
     lower,
+    map_key_family,
     mark_update,
+    named_sets,
     nfproto,
     priority,
     protocol_value,
     reject_code,
+    set_interval,
+    set_type,
     table_name,
     text_problem,
 )
 from rulec.diagnostics import RulecError, Span
 from rulec.ir.nodes import (
+    ANY,
     Accept,
     Action,
     Chain,
@@ -46,6 +54,8 @@ from rulec.ir.nodes import (
     Jump,
     Log,
     LogLevel,
+    MapKey,
+    MapVerdict,
     Masquerade,
     Match,
     Redirect,
@@ -58,6 +68,7 @@ from rulec.ir.nodes import (
     Snat,
     Statement,
     Table,
+    Vmap,
 )
 from rulec.ir.values import (
     MAX_MARK,
@@ -115,11 +126,29 @@ def text(value: str, span: Span | None) -> str:
 def _table(table: Table) -> list[Json]:
     ident = {"family": table.family.value, "name": table_name(table)}
     out: list[Json] = [{"add": {"table": dict(ident)}}]
+    out.extend({"add": {"set": _set_declaration(table, value)}} for value in named_sets(table))
     # Every chain before any rule: a jump needs its target to exist.
     out.extend({"add": {"chain": _chain(table, chain)}} for chain in table.chains)
     for chain in table.chains:
         out.extend({"add": {"rule": _rule(table, chain, rule)}} for rule in chain.rules)
     return out
+
+
+def _set_declaration(table: Table, value: NamedSet) -> Json:
+    out: Json = {"family": table.family.value, "table": table_name(table), "name": value.name,
+                 "type": set_type(value)}
+    if set_interval(value):
+        out["flags"] = ["interval"]
+    out["elem"] = [_element(e) for e in disjoint_elements(value)]
+    return out
+
+
+def _element(item: Prefix | tuple[int, int] | str) -> Any:
+    if isinstance(item, Prefix):
+        return _prefix(item)
+    if isinstance(item, tuple):
+        return _range(*item)
+    return text(item, None)
 
 
 def _chain(table: Table, chain: Chain) -> Json:
@@ -136,7 +165,7 @@ def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
     """Matches in Match field order, then statements and the action; the comment as a key."""
     expr = _matches(table, rule)
     expr.extend(_statement(item, rule.span) for item in rule.statements)
-    expr.append(_action(table, rule.action, rule.span))
+    expr.append(_action(table, rule.action, rule.span, rule.match))
     out: Json = {"family": table.family.value, "table": table_name(table),
                  "chain": identifier(chain.name, chain.span)}
     if rule.comment is not None:
@@ -148,10 +177,10 @@ def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
 def _matches(table: Table, rule: Rule) -> list[Json]:
     m, span = rule.match, rule.span
     out = []
-    family = nfproto(table, rule)
+    family = nfproto(table, decision_rule(rule))
     if family is not None:
         out.append(_match(_meta("nfproto"), NFPROTO[family]))
-    if m.proto is not None and explicit_proto(m):
+    if m.proto is not None and explicit_proto(decision_rule(rule).match):
         out.append(_proto(m.proto))
     if m.saddr is not None:
         out.append(_address("saddr", m.saddr))
@@ -217,8 +246,9 @@ def _prefix(value: Prefix) -> str | Json:
 
 def _address(field: str, value: AddressSet) -> Json:
     protocol = ADDRESS_PROTOCOL[value.prefixes[0].family]
-    return _match(_payload(protocol, field), _set([_prefix(p) for p in value.prefixes]),
-                  _op(value.negated))
+    right = f"@{value.name}" if value.name is not None else _set(
+        [_prefix(p) for p in value.prefixes])
+    return _match(_payload(protocol, field), right, _op(value.negated))
 
 
 def _range(low: int, high: int) -> int | Json:
@@ -226,6 +256,8 @@ def _range(low: int, high: int) -> int | Json:
 
 
 def _ports(value: PortSet) -> Any:
+    if value.name is not None:
+        return f"@{value.name}"
     return _set([_range(low, high) for low, high in value.ranges])
 
 
@@ -311,7 +343,42 @@ def _mark_value(action: SetMark) -> Any:
     return {op: [kept, operand]} if operand else kept
 
 
-def _action(table: Table, action: Action, span: Span | None) -> Json:
+def _map_key(m: Match, vmap: Vmap) -> Json:
+    match vmap.key:
+        case MapKey.SADDR | MapKey.DADDR:
+            return _payload(ADDRESS_PROTOCOL[map_key_family(vmap)], vmap.key.value)
+        case MapKey.SPORT | MapKey.DPORT:
+            assert m.proto is not None  # verify: ports need a positive port protocol
+            return _payload(PROTOCOL_WORDS[m.proto.number], vmap.key.value)
+        case MapKey.IIFNAME | MapKey.OIFNAME:
+            return _meta(vmap.key.value)
+        case _:
+            assert_never(vmap.key)
+
+
+def _verdict(verdict: MapVerdict, span: Span | None) -> Json:
+    match verdict:
+        case Accept():
+            return {"accept": None}
+        case Drop():
+            return {"drop": None}
+        case Return():
+            return {"return": None}
+        case Jump(target):
+            return {"jump": {"target": identifier(target, span)}}
+        case Goto(target):
+            return {"goto": {"target": identifier(target, span)}}
+        case _:
+            assert_never(verdict)
+
+
+def _vmap(m: Match, vmap: Vmap, span: Span | None) -> Json:
+    data = [[_element(element), _verdict(verdict, span)]
+            for value, verdict in vmap.entries for element in disjoint_elements(value)]
+    return {"vmap": {"key": _map_key(m, vmap), "data": {"set": data}}}
+
+
+def _action(table: Table, action: Action, span: Span | None, m: Match = ANY) -> Json:
     match action:
         case Accept():
             return {"accept": None}
@@ -345,6 +412,8 @@ def _action(table: Table, action: Action, span: Span | None) -> Json:
                            {"rt": {"key": "mtu"}})
         case SetMark():
             return _mangle(_meta("mark"), _mark_value(action))
+        case Vmap():
+            return _vmap(m, action, span)
         case _:
             assert_never(action)
 

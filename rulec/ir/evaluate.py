@@ -149,10 +149,15 @@ class _Run:
                 self.evaluated += 1
                 if not self.matches(rule.match):
                     continue
-                step = Step(table.kind.value, current.name, index,
-                            type(rule.action).__name__.lower(), rule.span)
-                self.trace.append(step)  # statements (log, counter) change nothing visible
                 action = rule.action
+                if isinstance(action, ir.Vmap):
+                    hit = self.lookup(action)
+                    if hit is None:  # no entry holds the key: the next rule
+                        continue
+                    action = hit
+                step = Step(table.kind.value, current.name, index,
+                            type(action).__name__.lower(), rule.span)
+                self.trace.append(step)  # statements (log, counter) change nothing visible
                 if isinstance(action, ir.Goto):
                     next_chain = table.chain(action.target)
                     break
@@ -162,6 +167,13 @@ class _Run:
                 return result
             current = next_chain
         return _Result.CONTINUE
+
+    def lookup(self, vmap: ir.Vmap) -> ir.MapVerdict | None:
+        """The verdict of the first entry the packet's key matches (entries are disjoint)."""
+        for value, verdict in vmap.entries:
+            if self.matches(ir.keyed(ir.ANY, vmap.key, value)):
+                return verdict
+        return None
 
     def action(self, table: ir.Table, action: ir.Action) -> _Result | None:
         p = self.packet
@@ -181,6 +193,8 @@ class _Run:
                 return None if result is _Result.CONTINUE else result
             case ir.Goto():
                 raise AssertionError("goto is handled by chain()")
+            case ir.Vmap():
+                raise AssertionError("verdict maps are resolved by chain()")
             case ir.Log():
                 return None
             case ir.SetMark(value=value, mask=mask):
@@ -233,9 +247,9 @@ class _Run:
             return False
         if m.ct_state is not None and (p.ct_state in m.ct_state.states) == m.ct_state.negated:
             return False
-        if m.ct_orig_dport is not None:
-            if p.ct_orig_dport is None or not m.ct_orig_dport.contains(p.ct_orig_dport):
-                return False
+        if m.ct_orig_dport is not None and (
+                p.ct_orig_dport is None or not m.ct_orig_dport.contains(p.ct_orig_dport)):
+            return False
         for wanted, address in ((m.src_type, p.saddr), (m.dst_type, p.daddr)):
             if wanted is not None and (self.addr_type(address) is wanted.kind) == wanted.negated:
                 return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from rulec.diagnostics import Span
 from rulec.ir.values import (
@@ -193,12 +194,54 @@ class SetMark:
     mask: int = 0xFFFFFFFF
 
 
+class MapKey(enum.Enum):
+    """The packet field a verdict map looks up; the value is the Match field's name."""
+
+    SADDR = "saddr"
+    DADDR = "daddr"
+    SPORT = "sport"
+    DPORT = "dport"
+    IIFNAME = "iifname"
+    OIFNAME = "oifname"
+
+
+# What a verdict map entry holds: a non-negated value of its key's field, and a verdict.
+MapValue = AddressSet | PortSet | Interface
+MapVerdict = Accept | Drop | Return | Jump | Goto
+
+
+def _entry_key(entry: tuple[MapValue, MapVerdict]) -> tuple[object, ...]:
+    value = entry[0]
+    if isinstance(value, AddressSet):
+        return tuple(p.sort_key for p in value.prefixes)
+    if isinstance(value, PortSet):
+        return value.ranges
+    return (value.name,)
+
+
+@dataclass(frozen=True, slots=True)
+class Vmap:
+    """A verdict map (nft `vmap`), made by synthesize_sets: the entry whose value holds the
+    packet's `key` field acts as the rule `<key> <value> <verdict>` would; no entry, the next
+    rule. Entries are disjoint (verify checks it), so their order does not matter and is
+    canonical; the rule's own match must leave `key` unconstrained."""
+
+    key: MapKey
+    entries: tuple[tuple[MapValue, MapVerdict], ...]
+
+    def __post_init__(self) -> None:
+        canonical = tuple(sorted(self.entries, key=_entry_key))
+        if canonical != self.entries:
+            object.__setattr__(self, "entries", canonical)
+
+
 Action = (
     Accept | Drop | Return | Reject | Jump | Goto | Log | Dnat | Snat | Masquerade | Redirect
-    | SetMss | ClampMss | SetMark
+    | SetMss | ClampMss | SetMark | Vmap
 )
-# Actions after which the chain goes on with the next rule.
-NON_TERMINAL = (Log, SetMss, ClampMss, SetMark, Jump)
+# Actions after which the chain may go on with the next rule (a verdict map on a miss or a
+# jump).
+NON_TERMINAL = (Log, SetMss, ClampMss, SetMark, Jump, Vmap)
 NAT_ACTIONS = (Dnat, Snat, Masquerade, Redirect)
 
 
@@ -281,6 +324,31 @@ def map_rules(
     if all(a is b for a, b in zip(tables, ruleset.tables, strict=True)):
         return ruleset
     return replace(ruleset, tables=tuple(tables))
+
+
+def targets(action: Action) -> tuple[str, ...]:
+    """The chains an action may continue in: a jump's or goto's target, a verdict map's."""
+    if isinstance(action, Jump | Goto):
+        return (action.target,)
+    if isinstance(action, Vmap):
+        return tuple(v.target for _, v in action.entries if isinstance(v, Jump | Goto))
+    return ()
+
+
+def keyed(match: Match, key: MapKey, value: MapValue) -> Match:
+    """`match` with a verdict map key's field set to an entry's value."""
+    changes: dict[str, Any] = {key.value: value}
+    return replace(match, **changes)
+
+
+def vmap_rules(rule: Rule) -> tuple[Rule, ...]:
+    """A verdict-map rule as the equivalent plain rules, one per entry (they are disjoint, so
+    their order does not matter); any other rule as itself."""
+    action = rule.action
+    if not isinstance(action, Vmap):
+        return (rule,)
+    return tuple(replace(rule, match=keyed(rule.match, action.key, value), action=verdict)
+                 for value, verdict in action.entries)
 
 
 def rule_count(ruleset: Ruleset) -> int:

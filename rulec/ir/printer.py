@@ -1,12 +1,19 @@
-"""Canonical text of the IR, written in the policy language itself (parse(print(r)) == r)."""
+"""Canonical text of the IR, written in the policy language itself (parse(print(r)) == r).
+
+Two things synthesize_sets makes have no syntax of their own: a named set prints as a `define`
+(before the tables) and `$name` where it is used, which parses back to an equal IR (names take
+no part in equality); a verdict map prints as its equivalent rules, one per entry, under a
+`# vmap on <field>:` comment line, so it parses back to rules that do the same.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import assert_never
 
 from rulec.ir import nodes as ir
-from rulec.ir.values import PROTOCOL_NAMES, Family, Interface
+from rulec.ir.values import PROTOCOL_NAMES, AddressSet, Family, Interface, PortSet, Prefix
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*\Z")
 # Protocol names the grammar has keywords for.
@@ -40,7 +47,7 @@ def match_text(m: ir.Match) -> list[str]:
     for word, value in (("from", m.saddr), ("to", m.daddr), ("sport", m.sport),
                         ("dport", m.dport)):
         if value is not None:
-            parts.append(f"{word} {value}")
+            parts.append(f"{word} {_value(value)}")
     if m.iifname is not None:
         parts.append(f"in {_interface(m.iifname)}")
     if m.oifname is not None:
@@ -48,7 +55,7 @@ def match_text(m: ir.Match) -> list[str]:
     if m.ct_state is not None:
         parts.append(f"ct state {m.ct_state}")
     if m.ct_orig_dport is not None:
-        parts.append(f"ct original dport {m.ct_orig_dport}")
+        parts.append(f"ct original dport {_value(m.ct_orig_dport)}")
     if m.src_type is not None:
         parts.append(f"from type {m.src_type}")
     if m.dst_type is not None:
@@ -62,6 +69,24 @@ def match_text(m: ir.Match) -> list[str]:
     if m.limit is not None:
         parts.append(f"limit {m.limit}")
     return parts
+
+
+def _value(value: AddressSet | PortSet) -> str:
+    if value.name is None:
+        return str(value)
+    return f"!= ${value.name}" if value.negated else f"${value.name}"
+
+
+def named_sets(ruleset: ir.Ruleset) -> dict[str, AddressSet | PortSet]:
+    """Every named set of the ruleset, by name in order of first use (verify() makes one name
+    one content per table; the DSL's variables are global, so the first content wins)."""
+    found: dict[str, AddressSet | PortSet] = {}
+    for _, _, rule in ir.iter_rules(ruleset):
+        m = rule.match
+        for value in (m.saddr, m.daddr, m.sport, m.dport, m.ct_orig_dport):
+            if value is not None and value.name is not None:
+                found.setdefault(value.name, value)
+    return found
 
 
 def _ports(ports: tuple[int, int]) -> str:
@@ -78,7 +103,7 @@ def _log(log: ir.Log) -> str:
     return text
 
 
-def _nat_target(address: ir.Prefix, ports: tuple[int, int] | None) -> str:
+def _nat_target(address: Prefix, ports: tuple[int, int] | None) -> str:
     text = address.address_text()
     if ports is None:
         return text
@@ -117,6 +142,8 @@ def action_text(action: ir.Action) -> str:
             return "mss clamp to pmtu"
         case ir.SetMark(value=value, mask=mask):
             return f"mark set {value:#x}" + ("" if mask == 0xFFFFFFFF else f"/{mask:#x}")
+        case ir.Vmap():
+            raise ValueError("a verdict map has no action syntax; print its rules (vmap_rules)")
         case _:
             assert_never(action)
 
@@ -130,14 +157,28 @@ def rule_text(rule: ir.Rule) -> str:
     return " ".join(parts)
 
 
+_MAP_WORDS = {ir.MapKey.SADDR: "from", ir.MapKey.DADDR: "to", ir.MapKey.SPORT: "sport",
+              ir.MapKey.DPORT: "dport", ir.MapKey.IIFNAME: "in", ir.MapKey.OIFNAME: "out"}
+
+
+def _rule_lines(rule: ir.Rule) -> list[str]:
+    if not isinstance(rule.action, ir.Vmap):
+        return [f"    {rule_text(rule)}"]
+    return [f"    # vmap on {_MAP_WORDS[rule.action.key]}:",
+            *(f"    {rule_text(r)}" for r in ir.vmap_rules(rule))]
+
+
 def print_ruleset(ruleset: ir.Ruleset) -> str:
-    lines: list[str] = []
+    lines = [f"define {name} = {replace(value, negated=False)}"
+             for name, value in named_sets(ruleset).items()]
     for table in ruleset.tables:
         lines.append(f"table {table.family.value} {table.kind.value} {{")
         for chain in table.chains:
             policy = f" policy {chain.policy.value}" if chain.policy else ""
-            lines.append(f"  chain {chain.name}{policy} {{")
-            lines.extend(f"    {rule_text(rule)}" for rule in chain.rules)
+            external = " external" if chain.name in ruleset.entry_points else ""
+            lines.append(f"  chain {chain.name}{external}{policy} {{")
+            for rule in chain.rules:
+                lines.extend(_rule_lines(rule))
             lines.append("  }")
         lines.append("}")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_PORT = 65535
 _IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(/[0-9]{1,2})?\Z")
@@ -97,10 +97,16 @@ def _prefix_key(prefix: Prefix) -> tuple[int, int, int]:
 
 @dataclass(frozen=True, slots=True)
 class AddressSet:
-    """A set of prefixes, possibly of both families; `negated` matches everything else."""
+    """A set of prefixes, possibly of both families; `negated` matches everything else.
+
+    `name`, set only by synthesize_sets, asks nft to declare the prefixes once per table as a
+    named set and refer to it as `@name`; it changes no packet's fate, so it takes no part in
+    equality, and targets without named sets ignore it.
+    """
 
     prefixes: tuple[Prefix, ...]
     negated: bool = False
+    name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted(set(self.prefixes), key=_prefix_key))
@@ -127,10 +133,11 @@ class AddressSet:
 
 @dataclass(frozen=True, slots=True)
 class PortSet:
-    """Inclusive port ranges; a single port is a range of one."""
+    """Inclusive port ranges; a single port is a range of one. `name` as for AddressSet."""
 
     ranges: tuple[tuple[int, int], ...]
     negated: bool = False
+    name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for low, high in self.ranges:

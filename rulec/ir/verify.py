@@ -7,6 +7,8 @@ target's name and length limits (iptables chain names, nft keywords, comment siz
 from __future__ import annotations
 
 import difflib
+import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,10 +18,9 @@ from rulec.ir.nodes import (
     Chain,
     ClampMss,
     Dnat,
-    Goto,
     Hook,
-    Jump,
     Log,
+    MapKey,
     Masquerade,
     Policy,
     Redirect,
@@ -31,10 +32,25 @@ from rulec.ir.nodes import (
     Snat,
     Table,
     TableKind,
+    Vmap,
+    targets,
 )
-from rulec.ir.values import ICMP, ICMPV6, PORT_PROTOCOLS, TCP, Family, TcpFlag
+from rulec.ir.values import (
+    ICMP,
+    ICMPV6,
+    PORT_PROTOCOLS,
+    TCP,
+    AddressSet,
+    Family,
+    Interface,
+    PortSet,
+    TcpFlag,
+)
 
 IFNAMSIZ = 15  # longest interface name the kernel takes (16 bytes with the NUL)
+# Named sets (synthesize_sets): a DSL variable name is also a valid nft set name.
+SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_SET_FIELDS = ("saddr", "daddr", "sport", "dport", "ct_orig_dport")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,9 +94,8 @@ def check(ruleset: Ruleset, limits: TargetLimits | None = None) -> None:
     verify(ruleset, limits)
 
 
-def _targets(rule: Rule) -> str | None:
-    action = rule.action
-    return action.target if isinstance(action, Jump | Goto) else None
+def _targets(rule: Rule) -> tuple[str, ...]:
+    return targets(rule.action)
 
 
 def _verify_table(table: Table, out: Collector) -> None:
@@ -96,20 +111,18 @@ def _verify_table(table: Table, out: Collector) -> None:
         if (table.kind is TableKind.NAT and chain.policy is Policy.DROP):
             out.error("E0315", f"nat chain {chain.name} cannot have policy drop", chain.span,
                       "the nat table is not for filtering; drop in the filter table")
-        for rule in chain.rules:
-            target = _targets(rule)
-            if target is None:
-                continue
-            if target not in names:
+        for rule, target in ((r, t) for r in chain.rules for t in _targets(r)):
+            if target in builtin or (target in names and names[target].hook is not None):
+                out.error("E0205", f"cannot jump to built-in chain {target}", rule.span,
+                          "the kernel enters built-in chains itself; jump to a user chain")
+            elif target not in names:
                 close = difflib.get_close_matches(target, list(names), n=1)
                 notes = [f"did you mean {close[0]}?"] if close else [
                     f"declare it in this table: `chain {target} {{ ... }}`"]
                 out.error("E0205", f"chain {target} does not exist in table "
                           f"{table.family.value} {table.kind.value}", rule.span, *notes)
-            elif names[target].hook is not None:
-                out.error("E0205", f"cannot jump to built-in chain {target}", rule.span,
-                          "the kernel enters built-in chains itself; jump to a user chain")
     _verify_no_loops(table, names, out)
+    _verify_named_sets(table, out)
     hooks = _reaching_hooks(table, names)
     for chain in table.chains:
         for rule in chain.rules:
@@ -119,8 +132,8 @@ def _verify_table(table: Table, out: Collector) -> None:
 def _verify_no_loops(table: Table, names: dict[str, Chain], out: Collector) -> None:
     # Iterative DFS over jump edges; a back edge is a loop the kernel rejects (ELOOP).
     # Jumps to built-in chains are already errors (E0205), so they are not edges here.
-    edges = {c.name: [(r, t) for r in c.rules
-                      if (t := _targets(r)) in names and names[t].hook is None]
+    edges = {c.name: [(r, t) for r in c.rules for t in _targets(r)
+                      if t in names and names[t].hook is None]
              for c in table.chains}
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     reported: set[str] = set()
@@ -149,6 +162,30 @@ def _verify_no_loops(table: Table, names: dict[str, Chain], out: Collector) -> N
                 stack.append((target, iter(edges[target])))
 
 
+def _verify_named_sets(table: Table, out: Collector) -> None:
+    """One name, one content per table: nft declares each named set once."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for chain in table.chains:
+        for rule in chain.rules:
+            for name in _SET_FIELDS:
+                value: AddressSet | PortSet | None = getattr(rule.match, name)
+                if value is None or value.name is None:
+                    continue
+                if not SET_NAME.match(value.name):
+                    out.error("E0317", f"{value.name!r} cannot name a set", rule.span)
+                    continue
+                if isinstance(value, AddressSet):
+                    content: tuple[object, ...] = ("address", value.prefixes)
+                    if len(value.families) != 1:
+                        out.error("E0317", f"named set {value.name} mixes address families",
+                                  rule.span)
+                else:
+                    content = ("port", value.ranges)
+                if seen.setdefault(value.name, content) != content:
+                    out.error("E0317", f"named set {value.name} has two different contents in "
+                              f"table {table.family.value} {table.kind.value}", rule.span)
+
+
 def _reaching_hooks(table: Table, names: dict[str, Chain]) -> dict[str, frozenset[Hook]]:
     """For every chain, the hooks from which a packet can reach it."""
     reach: dict[str, set[Hook]] = {c.name: ({c.hook} if c.hook else set()) for c in table.chains}
@@ -156,8 +193,7 @@ def _reaching_hooks(table: Table, names: dict[str, Chain]) -> dict[str, frozense
     while changed:
         changed = False
         for chain in table.chains:
-            for rule in chain.rules:
-                target = _targets(rule)
+            for target in (t for rule in chain.rules for t in _targets(rule)):
                 if target in names and not reach[chain.name] <= reach[target]:
                     reach[target] |= reach[chain.name]
                     changed = True
@@ -195,6 +231,8 @@ def _verify_rule(
                       span)
     if m.ct_state is not None and not m.ct_state.states:
         out.error("E0310", "ct state is an empty set", span)
+    if isinstance(action, Vmap):
+        _verify_vmap(chain, rule, action, proto, out)
 
     rule_allowed = _ALLOWED_HOOKS.get(type(action))
     if rule_allowed is not None:
@@ -229,7 +267,8 @@ def _verify_rule(
         out.error("E0306", f"{_action_label(action)} to an {action.address.family.value} "
                   f"address in an {family.value} rule", span)
     if isinstance(action, Reject) and action.with_ is RejectWith.TCP_RESET and proto != TCP:
-        out.error("E0305", "reject with tcp-reset needs `tcp`", span)
+        out.error("E0305", "reject with tcp-reset needs `tcp`", span,
+                  "a TCP reset answers TCP packets only; add `tcp`, or reject with another type")
     # Built-in chains only: iptables refuses these, while in a user chain reached from such a
     # hook the interface is simply absent (and the test false) - which is what nft does too.
     if chain.hook in (Hook.OUTPUT, Hook.POSTROUTING) and m.iifname is not None:
@@ -242,6 +281,81 @@ def _verify_rule(
         if interface is not None and len(interface.name) > IFNAMSIZ:
             out.error("E0313", f"interface name {interface.name!r} is longer than {IFNAMSIZ} "
                       "characters", span)
+
+
+_KEY_TYPES: dict[MapKey, type] = {
+    MapKey.SADDR: AddressSet, MapKey.DADDR: AddressSet, MapKey.SPORT: PortSet,
+    MapKey.DPORT: PortSet, MapKey.IIFNAME: Interface, MapKey.OIFNAME: Interface,
+}
+
+
+def _verify_vmap(chain: Chain, rule: Rule, vmap: Vmap, proto: int | None,
+                 out: Collector) -> None:
+    """Entries of the key's type, non-negated, non-empty and pairwise disjoint; the key free
+    in the rule's match; the same interface and protocol rules as a plain match."""
+    span, key = rule.span, vmap.key.value
+    if not vmap.entries:
+        out.error("E0310", "verdict map has no entries, so the rule can never match", span)
+        return
+    if getattr(rule.match, key) is not None:
+        out.error("E0317", f"verdict map on {key} in a rule that also tests {key}", span)
+    wanted = _KEY_TYPES[vmap.key]
+    spans: list[tuple[int, int, int]] = []  # (family bits or 0, low, high) of every element
+    names: set[str] = set()
+    for value, _ in vmap.entries:
+        if not isinstance(value, wanted) or value.negated:
+            out.error("E0317", f"verdict map entry {value} is not a plain {key} value", span)
+            continue
+        if isinstance(value, AddressSet):
+            if not value.prefixes:
+                out.error("E0310", "verdict map entry is an empty set", span)
+            spans.extend((p.family.bits, p.first, p.last) for p in value.prefixes)
+        elif isinstance(value, PortSet):
+            if not value.ranges:
+                out.error("E0310", "verdict map entry is an empty set", span)
+        elif isinstance(value, Interface):
+            if value.is_wildcard:
+                out.error("E0317", f"verdict map key {value.name} is not an exact interface "
+                          "name", span)
+            if len(value.name) > IFNAMSIZ:
+                out.error("E0313", f"interface name {value.name!r} is longer than {IFNAMSIZ} "
+                          "characters", span)
+            if value.name in names:
+                out.error("E0317", f"verdict map has interface {value.name} twice", span)
+            names.add(value.name)
+    if not _entries_disjoint(vmap):
+        out.error("E0317", "verdict map entries overlap, so their order would matter", span)
+    families = {bits for bits, _, _ in spans}
+    if len(families) > 1:
+        out.error("E0317", "verdict map mixes address families", span)
+    if vmap.key in (MapKey.SPORT, MapKey.DPORT) and proto not in PORT_PROTOCOLS:
+        out.error("E0305", f"{key} needs a protocol with ports (tcp, udp, sctp, udplite, "
+                  "dccp)", span)
+    if vmap.key is MapKey.IIFNAME and chain.hook in (Hook.OUTPUT, Hook.POSTROUTING):
+        out.error("E0316", f"`in` cannot be used in {chain.hook.value}", span)
+    if vmap.key is MapKey.OIFNAME and chain.hook in (Hook.PREROUTING, Hook.INPUT):
+        out.error("E0316", f"`out` cannot be used in {chain.hook.value}", span)
+
+
+def _entries_disjoint(vmap: Vmap) -> bool:
+    """No two entries share an address or port (interface names are compared above)."""
+    intervals: list[tuple[int, int, int]] = []  # (space, low, high)
+    for value, _ in vmap.entries:
+        own: list[tuple[int, int, int]] = []
+        if isinstance(value, AddressSet):
+            own = sorted((p.family.bits, p.first, p.last) for p in value.prefixes)
+        elif isinstance(value, PortSet):
+            own = sorted((0, low, high) for low, high in value.ranges)
+        # One entry's own elements may overlap: join them first.
+        merged: list[tuple[int, int, int]] = []
+        for space, low, high in own:
+            if merged and merged[-1][0] == space and low <= merged[-1][2]:
+                merged[-1] = (space, merged[-1][1], max(high, merged[-1][2]))
+            else:
+                merged.append((space, low, high))
+        intervals.extend(merged)
+    intervals.sort()
+    return all(a[0] != b[0] or a[2] < b[1] for a, b in itertools.pairwise(intervals))
 
 
 def _action_label(action: object) -> str:
@@ -267,6 +381,9 @@ def rule_families(table: Table, rule: Rule) -> frozenset[Family]:
     action = rule.action
     if isinstance(action, Dnat | Snat):
         families &= {action.address.family}
+    if isinstance(action, Vmap) and action.key in (MapKey.SADDR, MapKey.DADDR):
+        families &= {f for value, _ in action.entries if isinstance(value, AddressSet)
+                     for f in value.families}
     return frozenset(families)
 
 
@@ -341,8 +458,10 @@ def _verify_rule_limits(rule: Rule, limits: TargetLimits, out: Collector) -> Non
         limit = limits.max_comment if kind == 0 else limits.max_log_prefix
         unit = "bytes" if (kind == 0 and limits.comment_in_bytes) else "characters"
         if size > limit:
+            notes = [f"its {len(text)} characters take {size} bytes in UTF-8"] if (
+                unit == "bytes" and size != len(text)) else []
             out.error("E0402", f"{what} is {size} {unit}; {limits.target} allows {limit}",
-                      rule.span)
+                      rule.span, *notes)
         bad = sorted({ch for ch in text if not ch.isprintable() or ch in limits.unquotable})
         if bad:
             shown = ", ".join(repr(ch) for ch in bad)
