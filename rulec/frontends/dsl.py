@@ -46,6 +46,8 @@ from rulec.ir.values import (
 
 _FAMILIES = {"ip": Family.IP, "ip6": Family.IP6, "inet": Family.INET}
 _TABLES = {k.value: k for k in ir.TableKind}
+# dockerd jumps to DOCKER-USER from FORWARD (and DOCKER-FORWARD); a policy declares its rules.
+_ALWAYS_EXTERNAL = frozenset({"DOCKER-USER"})
 _CHAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # what `$name` can refer to
 # The kernel refuses these in interface names; `"` and `\` would need quoting downstream.
@@ -76,6 +78,8 @@ class _Context:
     defines: dict[str, tuple[list[_Atom] | None, Span]] = field(default_factory=dict)
     tables: dict[tuple[Family, ir.TableKind], _TableBuilder] = field(default_factory=dict)
     stack: list[Path] = field(default_factory=list)
+    # User chains entered from outside the policy (`external`, or always-external names).
+    entry_points: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -107,20 +111,34 @@ def parse_files(paths: Sequence[Path]) -> ir.Ruleset:
 
 def _finish(ctx: _Context) -> ir.Ruleset:
     ctx.out.raise_if_errors()
-    return ir.Ruleset(tables=tuple(t.build() for t in ctx.tables.values()))
+    return ir.Ruleset(tables=tuple(t.build() for t in ctx.tables.values()),
+                      entry_points=frozenset(ctx.entry_points))
 
 
 def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
-    resolved = path.resolve()
-    if resolved in ctx.stack:
-        cycle = " -> ".join(p.name for p in [*ctx.stack[ctx.stack.index(resolved):], resolved])
-        ctx.out.error("E0204", f"include cycle: {cycle}", span)
-        return
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        resolved = path.resolve()
+        if resolved in ctx.stack:
+            cycle = " -> ".join(p.name for p in [*ctx.stack[ctx.stack.index(resolved):], resolved])
+            ctx.out.error("E0204", f"include cycle: {cycle}", span)
+            return
+        if path.is_dir():
+            raise ValueError("it is a directory")
+        if path.exists() and not path.is_file():
+            raise ValueError("not a regular file")  # a device or FIFO may block or never end
+        data = path.read_bytes()
+    except (OSError, ValueError, RuntimeError) as exc:
+        # ValueError: a NUL in the name; RuntimeError: a symlink loop (Python < 3.13).
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         ctx.out.error("E0203", f"cannot read {path}: {reason}", span)
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = SourceFile(str(path), data.decode("utf-8", errors="replace"))
+        offset = len(data[:exc.start].decode("utf-8", errors="replace"))
+        ctx.out.error("E0203", f"{path} is not UTF-8: byte {data[exc.start]:#04x} cannot be "
+                      "decoded", shown.span(offset, offset + 1), "save the file as UTF-8")
         return
     ctx.stack.append(resolved)
     try:
@@ -256,7 +274,7 @@ class _Lowering:
             self.chain(chain, builder)
 
     def chain(self, tree: Tree[Token], table: _TableBuilder) -> None:
-        name, policy_token, *rule_trees = tree.children
+        name, external, policy_token, *rule_trees = tree.children
         assert isinstance(name, Token)
         span = self.span(name)
         if not _CHAIN_NAME.match(name):
@@ -275,6 +293,13 @@ class _Lowering:
             self.out.error("E0209", f"table {table.kind.value} has no built-in chain {name!s}",
                            span, "built-in chains here: " + ", ".join(builtin))
             return
+        if external is not None and hook is not None:
+            assert isinstance(external, Token)
+            self.out.error("E0208", f"built-in chain {name!s} cannot be external",
+                           self.span(external), "the kernel enters built-in chains itself; "
+                           "`external` marks a user chain another program jumps to")
+        elif external is not None or name in _ALWAYS_EXTERNAL:
+            self.ctx.entry_points.add(str(name))
         policy = None
         if policy_token is not None:
             assert isinstance(policy_token, Token)
@@ -422,7 +447,7 @@ class _Lowering:
         if not prefixes:
             if len(self.out.items) == errors_before:
                 self.out.error("E0310", "empty address set: the rule could never match",
-                               self.span(value))
+                               self.span(value), *self.variable_notes(value))
             return None
         return AddressSet(tuple(prefixes), self.neg(neg))
 
@@ -441,9 +466,15 @@ class _Lowering:
         if not ranges:
             if len(self.out.items) == errors_before:
                 self.out.error("E0310", "empty port set: the rule could never match",
-                               self.span(value))
+                               self.span(value), *self.variable_notes(value))
             return None
         return PortSet(tuple(ranges), self.neg(neg))
+
+    def variable_notes(self, value: Tree[Token]) -> list[str]:
+        """Where the $variables of a value are defined (for errors about the whole value)."""
+        tokens = list(value.scan_values(lambda v: isinstance(v, Token) and v.type == "VAR"))
+        return [f"{t!s} is defined at {self.ctx.defines[t[1:]][1]}" for t in tokens
+                if t[1:] in self.ctx.defines]
 
     def port_range(self, atom: _Atom) -> tuple[int, int] | None:
         token = atom.token
@@ -511,8 +542,10 @@ class _Lowering:
         if value is None or mask is None:
             return None
         if not value <= mask:
+            missing = ",".join(f.value for f in TcpFlag if f in value - mask)
             self.out.error("E0301", "tcp flags before `/` must be among the flags after it",
-                           self.span(tree), "e.g. `flags syn / syn,rst`: SYN set, RST clear")
+                           self.span(tree), f"{missing} is tested only if it is after `/` too",
+                           "e.g. `flags syn / syn,rst`: SYN set, RST clear")
             return None
         return TcpFlags(value, mask, self.neg(neg))
 
@@ -724,7 +757,9 @@ def _address_hint(text: str, exc: ValueError) -> list[str]:
     try:
         (ipaddress.IPv6Address if v6 else ipaddress.IPv4Address)(address)
     except ValueError as specific:
-        return [str(specific)]
+        # ipaddress says e.g. "Octet 300 (> 255) not permitted in '10.0.300.1'".
+        reason = re.sub(r" in '[^']*'\Z", "", str(specific))
+        return [reason[:1].lower() + reason[1:]]
     return [f"an {'IPv6' if v6 else 'IPv4'} prefix length is 0-{128 if v6 else 32}"]
 
 

@@ -59,7 +59,8 @@ def _accepted(exc: UnexpectedToken) -> set[str]:
     # LALR merges lookaheads across contexts, so exc.expected can list tokens that are wrong
     # here (e.g. rule clauses after a define's value); the interactive parser knows exactly.
     parser = exc.interactive_parser
-    accepted = parser.accepts() if parser is not None else set()
+    accepted: set[str] = (parser.accepts()  # type: ignore[no-untyped-call]
+                          if parser is not None else set())
     return accepted or set(exc.expected)
 
 
@@ -72,7 +73,7 @@ def _unclosed_brace(exc: UnexpectedToken, source: SourceFile) -> str:
     # Unreduced tokens on the value stack are the constructs still open at the end of the input.
     open_braces: list[Token] = []
     for item in _stack(exc):
-        if isinstance(item, Token) and item.type == "LBRACE":
+        if isinstance(item, Token) and item.type in ("LBRACE", "SET_OPEN"):
             open_braces.append(item)
         elif isinstance(item, Token) and item.type == "RBRACE" and open_braces:
             open_braces.pop()
@@ -86,7 +87,7 @@ def syntax_diagnostic(exc: UnexpectedInput, source: SourceFile, grammar: Lark) -
     """Convert a Lark parse error into E0101 (unexpected token), E0102 (bad character) or
     E0103 (unexpected end of file)."""
     if isinstance(exc, UnexpectedCharacters):
-        start = exc.pos_in_stream
+        start = exc.pos_in_stream if exc.pos_in_stream is not None else len(source.text)
         char = source.text[start] if start < len(source.text) else ""
         if char == '"':
             return error("E0102", "unterminated string", source.span(start, start + 1),
@@ -115,6 +116,9 @@ def syntax_diagnostic(exc: UnexpectedInput, source: SourceFile, grammar: Lark) -
         shown = f"an action ({_ACTIONS}) to start a rule, or '}}'"
         if str(token) in _CLAUSE_WORDS:
             notes.append("a rule starts with its action, e.g. `accept tcp dport 22`")
+        elif token.type in ("CHAIN", "TABLE"):
+            notes.append("a `}` is probably missing before this line: "
+                         + _unclosed_brace(exc, source))
     elif "DPORT" in accepted:
         # After an action or a clause: the rule goes on or ends.
         shown = f"a clause ({_CLAUSES}) or the end of the rule"
