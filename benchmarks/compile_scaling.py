@@ -20,10 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rulec import api  # noqa: E402
-from rulec.frontends import dsl  # noqa: E402
-from rulec.frontends.grammar import parser  # noqa: E402
-from rulec.ir.verify import verify  # noqa: E402
+import itertools
+
+from rulec import api
+from rulec.frontends import dsl
+from rulec.frontends.grammar import parser
+from rulec.ir.verify import verify
 
 TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
 
@@ -98,11 +100,11 @@ def main() -> None:
     print(f"median of {args.repeat} runs, seconds (emit columns include the target's verify)")
     header = f"{'stage':<18}" + "".join(f"{n:>12,}" for n in sizes)
     header += "".join(f"{f'x{b // a}:{a // 1000}k->{b // 1000}k':>16}"
-                      for a, b in zip(sizes, sizes[1:], strict=False))
+                      for a, b in itertools.pairwise(sizes))
     print(header)
     for stage in stages:
         line = f"{stage:<18}" + "".join(f"{rows[n][stage]:>12.3f}" for n in sizes)
-        for a, b in zip(sizes, sizes[1:], strict=False):
+        for a, b in itertools.pairwise(sizes):
             ratio = rows[b][stage] / rows[a][stage] if rows[a][stage] > 0 else float("nan")
             line += f"{ratio:>16.1f}"
         print(line)

@@ -220,9 +220,13 @@ def test_document_shape() -> None:
     )),))
     table = {"family": "inet", "name": "rulec-filter"}
     where = {"family": "inet", "table": "rulec-filter"}
+    # Every table rulec may own is added (a no-op if present) and deleted first, so a table the
+    # policy no longer declares goes too; the whole document is one transaction.
+    owned = [{verb: {"table": {"family": fam, "name": f"rulec-{kind}"}}}
+             for fam in ("ip", "ip6", "inet") for kind in ("filter", "nat", "mangle", "raw")
+             for verb in ("add", "delete")]
     assert document(ruleset) == [
-        {"metainfo": {"json_schema_version": 1}},
-        {"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}},
+        {"metainfo": {"json_schema_version": 1}}, *owned, {"add": {"table": table}},
         {"add": {"chain": {**where, "name": "INPUT", "type": "filter", "hook": "input",
                            "prio": 0, "policy": "drop"}}},
         {"add": {"chain": {**where, "name": "web"}}},
@@ -235,7 +239,7 @@ def test_document_shape() -> None:
 def test_mangle_output_is_a_route_chain_with_numeric_priority() -> None:
     ruleset = Ruleset(tables=(Table(kind=MANGLE, family=IP, chains=(
         Chain(name="OUTPUT", hook=Hook.OUTPUT),)),))
-    chain = document(ruleset)[4]["add"]["chain"]
+    (chain,) = [c["add"]["chain"] for c in document(ruleset) if "chain" in c.get("add", {})]
     assert (chain["type"], chain["hook"], chain["prio"], chain["policy"]) == (
         "route", "output", -150, "accept")
 
@@ -262,12 +266,16 @@ def test_artifact_registry_and_determinism() -> None:
 SPAN = SourceFile("policy.rules", "accept\n").span(0, 6)
 
 
-def test_quote_is_carried_verbatim_and_adds_nothing() -> None:
-    comment = 'x" accept; drop'
-    rule = Rule(statements=(Log(prefix='p" drop'),), action=Accept(), comment=comment)
-    (command,) = [c for c in document(one_rule(rule)) if "rule" in c.get("add", {})]
-    assert command["add"]["rule"]["comment"] == comment
-    assert command["add"]["rule"]["expr"] == [{"log": {"prefix": 'p" drop'}}, ACCEPT]
+@pytest.mark.parametrize("rule", [
+    Rule(action=Accept(), comment='x" accept; drop', span=SPAN),
+    Rule(statements=(Log(prefix='p" drop'),), action=Accept(), span=SPAN),
+], ids=["comment", "log-prefix"])
+def test_quote_is_refused_like_text(rule: Rule) -> None:
+    # JSON could carry it, but `nft list ruleset` would print a line nft cannot parse back:
+    # the same policy must not load through one target and break the other's read-back.
+    with pytest.raises(RulecError) as info:
+        compile_with(NftJsonBackend(), one_rule(rule))
+    assert [(d.code, d.span) for d in info.value.diagnostics] == [("E0405", SPAN)]
 
 
 @pytest.mark.parametrize("verified", [True, False], ids=["verified", "backend-only"])
@@ -296,10 +304,10 @@ def test_same_limits_as_text(ruleset: Ruleset, code: str) -> None:
 
 # --- kernel -------------------------------------------------------------------------------
 
-def _with_quote_comment(ruleset: Ruleset) -> Ruleset:
-    """The representative policy, with a comment only JSON can carry in its OUTPUT chain."""
+def _with_hostile_comment(ruleset: Ruleset) -> Ruleset:
+    """The representative policy, with a comment full of nft syntax in its OUTPUT chain."""
     table = ruleset.tables[0]
-    quoted = Rule(action=Accept(), comment='say "hi"; drop')
+    quoted = Rule(action=Accept(), comment="say 'hi'; drop } { accept # \\")
     chains = tuple(replace(c, rules=(*c.rules, quoted)) if c.name == "OUTPUT" else c
                    for c in table.chains)
     return replace(ruleset, tables=(replace(table, chains=chains), *ruleset.tables[1:]))
@@ -308,7 +316,7 @@ def _with_quote_comment(ruleset: Ruleset) -> Ruleset:
 @kernel
 @needs_kernel
 def test_kernel_representative_loads_twice_and_keeps_foreign_tables() -> None:
-    ruleset = _with_quote_comment(representative())
+    ruleset = _with_hostile_comment(representative())
     check_load_twice_keeps_foreign(compile_with(NftJsonBackend(), ruleset), ruleset)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytest.importorskip("hatchling", reason="building the wheel needs hatchling (pip install hatchling)")
+pytest.importorskip("hatchling",
+                    reason="building the wheel needs hatchling (pip install hatchling)")
 
 
 def test_installed_wheel_parses_an_example(tmp_path: Path) -> None:
