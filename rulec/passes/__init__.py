@@ -13,15 +13,37 @@ from dataclasses import dataclass
 from rulec.diagnostics import RulecError
 from rulec.ir.nodes import Ruleset, rule_count
 from rulec.ir.verify import verify
+from rulec.passes.aggregate_addresses import aggregate_addresses
 from rulec.passes.context import PassContext
+from rulec.passes.dedup_chains import dedup_chains
+from rulec.passes.merge_addresses import merge_addresses
+from rulec.passes.merge_multiport import merge_multiport
+from rulec.passes.remove_unreachable import remove_unreachable
 
 PassFn = Callable[[Ruleset, PassContext], Ruleset]
 
-# Filled in below as passes land; order of DEFAULT_PIPELINE matters and is explained there.
-_ALL: tuple[PassFn, ...] = ()
+# Every pass, by name; order of DEFAULT_PIPELINE matters and is explained there.
+_ALL: tuple[PassFn, ...] = (
+    remove_unreachable, aggregate_addresses, dedup_chains, merge_multiport, merge_addresses,
+)
 
 PASSES: dict[str, PassFn] = {fn.__name__: fn for fn in _ALL}
-DEFAULT_PIPELINE: tuple[str, ...] = tuple(PASSES)
+# Names, run in order; a name may appear twice.
+DEFAULT_PIPELINE: tuple[str, ...] = (
+    # Dead rules first: fewer rules to compare, and none to block a merge.
+    "remove_unreachable",
+    # Canonical sets, so that rules equal up to set spelling compare equal below.
+    "aggregate_addresses",
+    # Retargeting makes `jump a` / `jump b` equal rules, which the merges can then join.
+    "dedup_chains",
+    "merge_multiport",
+    # After the port merges: rules that differed in ports and addresses now differ in one.
+    "merge_addresses",
+    # Address merges make rules that differed in both differ only in ports: merge again.
+    "merge_multiport",
+    # Merges inside chains can leave chains equal.
+    "dedup_chains",
+)
 
 
 @dataclass(frozen=True, slots=True)

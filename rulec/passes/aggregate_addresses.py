@@ -1,0 +1,60 @@
+"""Collapse address sets (per family: contained prefixes go, adjacent ones join) and port
+sets (overlapping and adjacent ranges join), negated or not.
+
+    before:  accept from { 10.0.0.0/25, 10.0.0.128/25, 10.0.0.7, fc00::/8, fc00::1 }
+             drop dport != { 20-29, 25, 30 }
+    after:   accept from { 10.0.0.0/24, fc00::/8 }
+             drop dport != 20-30
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
+from rulec.ir.values import AddressSet, PortSet
+from rulec.passes.analysis import collapse_prefixes, collapse_ranges
+from rulec.passes.context import PassContext
+
+
+def aggregate_addresses(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
+    """Rewrite every address set (source, destination) and port set (sport, dport, ct
+    original dport) to the fewest prefixes or ranges covering the same values.
+
+    Preserves the set of values each field matches, hence every match and every rule; a
+    negated set keeps its negation (the complement of the same union). Never refuses, but
+    changes nothing already minimal, and never turns a set into "any": a set that covers a
+    whole family stays a /0.
+
+    >>> from rulec.api import parse_text
+    >>> from rulec.ir.printer import print_ruleset
+    >>> r = parse_text("table ip filter { chain INPUT { accept tcp dport { 22, 23, 20-21 } } }")
+    >>> print(print_ruleset(aggregate_addresses(r, PassContext())), end="")
+    table ip filter {
+      chain INPUT {
+        accept tcp dport 20-23
+      }
+    }
+    """
+    return map_rules(ruleset, _rule)
+
+
+def _rule(_table: Table, _chain: Chain, rule: Rule) -> tuple[Rule, ...]:
+    m = rule.match
+    changes: dict[str, Any] = {}
+    for name in ("saddr", "daddr"):
+        addresses: AddressSet | None = getattr(m, name)
+        if addresses is not None and len(addresses.prefixes) > 1:
+            collapsed = collapse_prefixes(addresses.prefixes)
+            if collapsed != addresses.prefixes:
+                changes[name] = AddressSet(collapsed, addresses.negated)
+    for name in ("sport", "dport", "ct_orig_dport"):
+        ports: PortSet | None = getattr(m, name)
+        if ports is not None and len(ports.ranges) > 1:
+            merged = collapse_ranges(ports.ranges)
+            if merged != ports.ranges:
+                changes[name] = PortSet(merged, ports.negated)
+    if not changes:
+        return (rule,)
+    return (replace(rule, match=replace(m, **changes)),)

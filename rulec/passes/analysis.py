@@ -1,0 +1,427 @@
+"""Facts the passes share: interval algebra on addresses and ports, a sound disjointness test
+for matches, and when a rule may merge into an earlier one without breaking first-match order.
+
+Everything is judged by the reference evaluator's semantics (rulec.ir.evaluate): a test that
+says "disjoint" or "may merge" must be true there for every packet; "unsure" is always False.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from rulec.ir.nodes import NON_TERMINAL, Goto, Jump, Match, Rule, Ruleset, SetMark, Table
+from rulec.ir.values import (
+    MAX_PORT,
+    TCP,
+    AddressSet,
+    AddrType,
+    AddrTypeKind,
+    CtState,
+    CtStates,
+    Family,
+    IcmpType,
+    Interface,
+    Mark,
+    PortSet,
+    Prefix,
+    TcpFlag,
+    TcpFlags,
+)
+
+Interval = tuple[int, int]  # inclusive
+
+# --------------------------------------------------------------------------------------------
+# Intervals
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted intervals with the overlapping and adjacent ones joined."""
+    merged: list[Interval] = []
+    for low, high in sorted(intervals):
+        if merged and low <= merged[-1][1] + 1:
+            if high > merged[-1][1]:
+                merged[-1] = (merged[-1][0], high)
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _complement(intervals: list[Interval], top: int) -> list[Interval]:
+    """[0, top] minus `intervals` (sorted and merged)."""
+    out: list[Interval] = []
+    start = 0
+    for low, high in intervals:
+        if low > start:
+            out.append((start, low - 1))
+        start = high + 1
+    if start <= top:
+        out.append((start, top))
+    return out
+
+
+def _meet(a: list[Interval], b: list[Interval]) -> bool:
+    """Whether two sorted, merged interval lists share a point."""
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i][1] < b[j][0]:
+            i += 1
+        elif b[j][1] < a[i][0]:
+            j += 1
+        else:
+            return True
+    return False
+
+
+def _prefixes_of(family: Family, low: int, high: int) -> Iterable[Prefix]:
+    """The fewest prefixes covering exactly [low, high]: the largest aligned block each time."""
+    bits = family.bits
+    while low <= high:
+        size = low & -low if low else 1 << bits  # the alignment of `low`
+        room = high - low + 1
+        if size > room:
+            size = 1 << (room.bit_length() - 1)
+        yield Prefix(family, low, bits - size.bit_length() + 1)
+        low += size
+
+
+def collapse_prefixes(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
+    """The fewest prefixes covering the same addresses, per family (contained prefixes
+    disappear, adjacent ones join). Integer arithmetic: `ipaddress.collapse_addresses` is
+    7-13x slower (kernel-costs.md, part 3)."""
+    by_family: dict[Family, list[Interval]] = {}
+    for p in prefixes:
+        by_family.setdefault(p.family, []).append((p.first, p.last))
+    out: list[Prefix] = []
+    for family in (Family.IP, Family.IP6):
+        for low, high in merge_intervals(by_family.get(family, ())):
+            out.extend(_prefixes_of(family, low, high))
+    return tuple(out)
+
+
+def collapse_ranges(ranges: Iterable[Interval]) -> tuple[Interval, ...]:
+    """Port ranges with the overlapping and adjacent ones joined."""
+    return tuple(merge_intervals(ranges))
+
+
+def address_union(a: AddressSet, b: AddressSet) -> AddressSet:
+    """The union of two non-negated sets, collapsed."""
+    assert not a.negated and not b.negated
+    return AddressSet(collapse_prefixes((*a.prefixes, *b.prefixes)))
+
+
+def port_union(a: PortSet, b: PortSet) -> PortSet:
+    """The union of two non-negated port sets, collapsed."""
+    assert not a.negated and not b.negated
+    return PortSet(collapse_ranges((*a.ranges, *b.ranges)))
+
+
+# --------------------------------------------------------------------------------------------
+# Disjointness: can no packet match both?
+
+_BOTH = frozenset({Family.IP, Family.IP6})
+_ALL_STATES = frozenset(CtState)
+# The kinds the evaluator's addr_type() can return; a packet's address has exactly one.
+_ALL_KINDS = frozenset(AddrTypeKind)
+
+
+def _families(m: Match) -> frozenset[Family]:
+    """Packet families the match can see; address sets are judged per family later."""
+    families = _BOTH
+    if m.family is not None:
+        families = families & {m.family}
+    if m.icmp_type is not None:  # even a negated type needs an ICMP packet of its family
+        families = families & {m.icmp_type.family}
+    return families
+
+
+def _address_space(value: AddressSet | None, family: Family) -> list[Interval]:
+    top = (1 << family.bits) - 1
+    if value is None:
+        return [(0, top)]
+    inside = merge_intervals((p.first, p.last) for p in value.prefixes if p.family is family)
+    return _complement(inside, top) if value.negated else inside
+
+
+def _port_space(value: PortSet) -> list[Interval]:
+    inside = merge_intervals(value.ranges)
+    return _complement(inside, MAX_PORT) if value.negated else inside
+
+
+def _ports_disjoint(a: PortSet | None, b: PortSet | None) -> bool:
+    # A port test needs a port, so None ("no test") is the only value that matches port-less
+    # packets; two tests meet only where their port sets do.
+    return a is not None and b is not None and not _meet(_port_space(a), _port_space(b))
+
+
+def _protos_disjoint(a: Match, b: Match) -> bool:
+    def required(m: Match) -> tuple[int | None, int | None, bool]:
+        """(the protocol it needs, the one it excludes, whether it can match at all)"""
+        need = m.proto.number if m.proto is not None and not m.proto.negated else None
+        exclude = m.proto.number if m.proto is not None and m.proto.negated else None
+        if m.tcp_flags is not None:  # the evaluator tests flags of TCP packets only
+            if (need is not None and need != TCP) or exclude == TCP:
+                return None, None, False
+            need = TCP
+        return need, exclude, True
+
+    need_a, exclude_a, ok_a = required(a)
+    need_b, exclude_b, ok_b = required(b)
+    if not ok_a or not ok_b:
+        return True
+    if need_a is not None and need_b is not None:
+        return need_a != need_b
+    return (need_a is not None and need_a == exclude_b) or (
+        need_b is not None and need_b == exclude_a)
+
+
+def _prefix_of(value: Interface) -> str:
+    return value.name[:-1] if value.is_wildcard else value.name
+
+
+def _iface_within(x: Interface, y: Interface) -> bool:
+    """Every name x matches, y matches too (both read as non-negated)."""
+    if y.is_wildcard:
+        return _prefix_of(x).startswith(_prefix_of(y))
+    return not x.is_wildcard and x.name == y.name
+
+
+def _ifaces_meet(x: Interface, y: Interface) -> bool:
+    """Some name matches both (both read as non-negated)."""
+    if x.is_wildcard and y.is_wildcard:
+        px, py = _prefix_of(x), _prefix_of(y)
+        return px.startswith(py) or py.startswith(px)
+    if x.is_wildcard:
+        return y.name.startswith(_prefix_of(x))
+    if y.is_wildcard:
+        return x.name.startswith(_prefix_of(y))
+    return x.name == y.name
+
+
+def _ifaces_disjoint(a: Interface | None, b: Interface | None) -> bool:
+    if a is None or b is None or (a.negated and b.negated):
+        return False  # a packet without that interface matches every negated test
+    if not a.negated and not b.negated:
+        return not _ifaces_meet(a, b)
+    positive, negative = (a, b) if b.negated else (b, a)
+    return _iface_within(positive, negative)
+
+
+def _ct_states(value: CtStates) -> frozenset[CtState]:
+    return _ALL_STATES - value.states if value.negated else value.states
+
+
+def _addr_kinds(value: AddrType) -> frozenset[AddrTypeKind]:
+    return _ALL_KINDS - {value.kind} if value.negated else frozenset({value.kind})
+
+
+@functools.cache
+def _flag_values(value: TcpFlags) -> frozenset[int]:
+    """Every combination of the eight flags (as a bit number) the test matches."""
+    order = list(TcpFlag)
+    return frozenset(n for n in range(256) if value.matches(
+        frozenset(f for i, f in enumerate(order) if n >> i & 1)))
+
+
+def _icmp_disjoint(a: IcmpType, b: IcmpType) -> bool:
+    if a.family is not b.family:
+        return True
+    if a.negated and b.negated:
+        return False  # 256 types; two exclusions leave some
+    if not a.negated and not b.negated:
+        return a.type != b.type
+    return a.type == b.type
+
+
+def _mark_empty(value: Mark) -> bool:
+    return value.negated and value.mask == 0  # "mark & 0 != 0": nothing matches
+
+
+def _marks_disjoint(a: Mark, b: Mark) -> bool:
+    if _mark_empty(a) or _mark_empty(b):
+        return True
+    if not a.negated and not b.negated:
+        return bool((a.value ^ b.value) & a.mask & b.mask)
+    if a.negated and b.negated:
+        # Two complements are disjoint only if the two tests cover every mark: the two halves
+        # of one bit.
+        return a.mask == b.mask and a.mask.bit_count() == 1 and a.value != b.value
+    positive, negative = (a, b) if b.negated else (b, a)
+    # Disjoint iff every mark the positive test accepts also passes the negated one's test.
+    return (negative.mask & ~positive.mask) == 0 and (
+        positive.value & negative.mask) == negative.value
+
+
+def _other_fields_disjoint(a: Match, b: Match, marks: bool) -> bool:
+    """Fields that do not depend on the address family."""
+    if _protos_disjoint(a, b):
+        return True
+    if _ports_disjoint(a.sport, b.sport) or _ports_disjoint(a.dport, b.dport):
+        return True
+    if _ports_disjoint(a.ct_orig_dport, b.ct_orig_dport):
+        return True
+    if _ifaces_disjoint(a.iifname, b.iifname) or _ifaces_disjoint(a.oifname, b.oifname):
+        return True
+    if a.ct_state is not None and b.ct_state is not None and not (
+            _ct_states(a.ct_state) & _ct_states(b.ct_state)):
+        return True
+    for x, y in ((a.src_type, b.src_type), (a.dst_type, b.dst_type)):
+        if x is not None and y is not None and not (_addr_kinds(x) & _addr_kinds(y)):
+            return True
+    if a.tcp_flags is not None and b.tcp_flags is not None and not (
+            _flag_values(a.tcp_flags) & _flag_values(b.tcp_flags)):
+        return True
+    if a.icmp_type is not None and b.icmp_type is not None and _icmp_disjoint(
+            a.icmp_type, b.icmp_type):
+        return True
+    return marks and a.mark is not None and b.mark is not None and _marks_disjoint(
+        a.mark, b.mark)
+    # `limit` never separates two matches: both buckets may have tokens.
+
+
+def disjoint(a: Match, b: Match, *, marks: bool = True) -> bool:
+    """True only if no packet can match both `a` and `b`; False when unsure.
+
+    Field by field: incompatible families (`family`, icmp types), different protocols (or
+    `tcp` against `proto != tcp`; tcp flags imply tcp), address sets of a family that share no
+    address (negated sets read as their complement within that family), port sets that share
+    no port, interfaces no name satisfies both (wildcards and negation included), ct state or
+    address-type sets with no common member, tcp flag tests no flag combination passes, icmp
+    types, marks that cannot both hold. `marks=False` ignores marks: for packets whose mark
+    may change between the two tests.
+
+    >>> from rulec.ir.values import PortSet, Protocol
+    >>> web = Match(proto=Protocol(6), dport=PortSet.of(80, 443))
+    >>> disjoint(web, Match(proto=Protocol(6), dport=PortSet.of(22)))
+    True
+    >>> disjoint(web, Match(proto=Protocol(6), dport=PortSet.of(22, 80)))
+    False
+    """
+    families = _families(a) & _families(b)
+    if not families or _other_fields_disjoint(a, b, marks):
+        return True
+    if a.saddr is None and b.saddr is None and a.daddr is None and b.daddr is None:
+        return False
+    # Every family both can see must be ruled out by one of the two address fields.
+    return all(
+        not _meet(_address_space(a.saddr, f), _address_space(b.saddr, f))
+        or not _meet(_address_space(a.daddr, f), _address_space(b.daddr, f))
+        for f in families)
+
+
+# --------------------------------------------------------------------------------------------
+# First-match order
+
+
+def mark_setting_chains(table: Table) -> frozenset[str]:
+    """Chains whose run may change a packet's mark, directly or through jumps and gotos."""
+    edges = {c.name: {r.action.target for r in c.rules if isinstance(r.action, Jump | Goto)}
+             for c in table.chains}
+    setting = {c.name for c in table.chains
+               if any(isinstance(r.action, SetMark) for r in c.rules)}
+    changed = True
+    while changed:
+        changed = False
+        for name, targets in edges.items():
+            if name not in setting and targets & setting:
+                setting.add(name)
+                changed = True
+    return frozenset(setting)
+
+
+def _sets_mark(rule: Rule, setting: frozenset[str]) -> bool:
+    # The mark is the only field a packet's walk through one hook can change and a later rule
+    # can test (NAT ends the walk). A goto never comes back to this chain, so it cannot matter.
+    action = rule.action
+    return isinstance(action, SetMark) or (isinstance(action, Jump) and action.target in setting)
+
+
+def may_merge(earlier: Rule, between: Sequence[Rule], later: Rule,
+              setting: frozenset[str]) -> bool:
+    """Whether `later` may be tested where `earlier` stands (merged into it), so that every
+    packet still meets the same actions in the same order.
+
+    `earlier` and `later` must have the same statements and action. Every rule between them
+    must be disjoint from `later`, or (terminal actions only) carry the same action and
+    statements and no rate limit (a limit is a token bucket that later's packets would stop
+    draining). If a rule between, or a non-terminal action itself, may change the mark,
+    disjointness must hold without the marks. A non-terminal action must not run twice for a
+    packet that matched both, so then `earlier` and `later` must be disjoint too.
+    `setting`: mark_setting_chains() of the table.
+    """
+    terminal = not isinstance(later.action, NON_TERMINAL)
+    marks = not any(_sets_mark(k, setting) for k in between) and (
+        terminal or not _sets_mark(later, setting))
+    if not terminal and not disjoint(earlier.match, later.match, marks=marks):
+        return False
+    for k in between:
+        if disjoint(k.match, later.match, marks=marks):
+            continue
+        if (terminal and k.action == later.action and k.statements == later.statements
+                and k.match.limit is None):
+            continue
+        return False
+    return True
+
+
+def merge_rules(ruleset: Ruleset, fields: tuple[str, ...]) -> Ruleset:
+    """In every chain, merge each rule into the nearest earlier rule that differs from it only
+    in one of `fields` (both sets non-negated, neither rule rate-limited) where may_merge()
+    allows; the merged rule gets the union, keeps the earlier rule's span and lists the later
+    one's in `origins`. Sweeps the fields in turn until none merges anything; returns
+    `ruleset` itself if nothing merged."""
+    tables = []
+    for table in ruleset.tables:
+        setting = mark_setting_chains(table)  # merging never changes which chains set marks
+        chains = []
+        for chain in table.chains:
+            rules = chain.rules
+            while True:
+                before = rules
+                for field in fields:
+                    rules = _merge_field(rules, field, setting)
+                if rules is before:
+                    break
+            chains.append(chain if rules is chain.rules else replace(chain, rules=rules))
+        same = all(a is b for a, b in zip(chains, table.chains, strict=True))
+        tables.append(table if same else replace(table, chains=tuple(chains)))
+    if all(a is b for a, b in zip(tables, ruleset.tables, strict=True)):
+        return ruleset
+    return replace(ruleset, tables=tuple(tables))
+
+
+def _union(a: AddressSet | PortSet, b: AddressSet | PortSet) -> AddressSet | PortSet:
+    if isinstance(a, AddressSet) and isinstance(b, AddressSet):
+        return address_union(a, b)
+    assert isinstance(a, PortSet) and isinstance(b, PortSet)
+    return port_union(a, b)
+
+
+def _merge_field(rules: tuple[Rule, ...], field: str,
+                 setting: frozenset[str]) -> tuple[Rule, ...]:
+    """One sweep for one field; the same tuple if nothing merged. A refused merge stays
+    refused in later sweeps (merging only grows sets), so sweeps reach a fixed point."""
+    out: list[Rule] = []
+    latest: dict[Rule, int] = {}  # rule without `field` -> index in `out` of the last such rule
+    changed = False
+    for rule in rules:
+        value = getattr(rule.match, field)
+        if value is None or value.negated or rule.match.limit is not None:
+            out.append(rule)
+            continue
+        key = replace(rule, match=replace(rule.match, **{field: None}))
+        index = latest.get(key)
+        if index is not None and may_merge(out[index], out[index + 1:], rule, setting):
+            first = out[index]
+            union: dict[str, Any] = {field: _union(getattr(first.match, field), value)}
+            match = replace(first.match, **union)
+            extra = (rule.span,) if rule.span is not None else ()
+            out[index] = replace(first, match=match,
+                                 origins=(*first.origins, *extra, *rule.origins))
+            changed = True
+            continue
+        latest[key] = len(out)
+        out.append(rule)
+    return tuple(out) if changed else rules
