@@ -105,11 +105,39 @@ def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = F
                            passes=passes)
 
 
+def parse_k8s_files(inventory: str | Path, policies: Sequence[str | Path]) -> Ruleset:
+    """Kubernetes NetworkPolicy files plus a cluster inventory -> a verified IR ruleset for a
+    node that routes between the pods (RulecError on bad input)."""
+    return _parse_k8s(inventory, policies)[0]
+
+
+def _parse_k8s(inventory: str | Path,
+               policies: Sequence[str | Path]) -> tuple[Ruleset, tuple[Diagnostic, ...]]:
+    from rulec.frontends import k8s
+
+    with paused_gc():
+        cluster = k8s.load_files(inventory, policies)
+        ruleset = k8s.compile_to_ir(cluster)
+        verify(ruleset)
+    return ruleset, cluster.warnings
+
+
+def compile_k8s_files(inventory: str | Path, policies: Sequence[str | Path], target: str, *,
+                      noflush: bool = False, provenance: bool = False,
+                      passes: Sequence[str] | None = None) -> CompileResult:
+    """The whole pipeline on NetworkPolicy files and an inventory."""
+    ruleset, warnings = _parse_k8s(inventory, policies)
+    result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
+                             passes=passes)
+    return replace(result, warnings=(*warnings, *result.warnings))
+
+
 def compile_text(text: str, target: str, *, name: str = "<string>", noflush: bool = False,
                  passes: Sequence[str] | None = None) -> Artifact:
     """The whole pipeline on a string."""
     return emit(parse_text(text, name), target, noflush=noflush, passes=passes)
 
 
-__all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_ruleset",
-           "compile_text", "emit", "parse_files", "parse_text", "with_provenance"]
+__all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_k8s_files",
+           "compile_ruleset", "compile_text", "emit", "parse_files", "parse_k8s_files",
+           "parse_text", "with_provenance"]

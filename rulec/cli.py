@@ -47,7 +47,12 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_cmd = commands.add_parser(
         "compile", help="compile policy files for a target", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    compile_cmd.add_argument("files", nargs="*", metavar="FILE", help=".rules files, in order")
+    compile_cmd.add_argument("files", nargs="*", metavar="FILE", help=".rules files, in order "
+                             "(with --inventory: Kubernetes NetworkPolicy YAML/JSON files)")
+    compile_cmd.add_argument("--inventory", metavar="CLUSTER",
+                             help="compile Kubernetes NetworkPolicy files against this cluster "
+                             "inventory (YAML/JSON: namespaces and pods) for a node that routes "
+                             "between the pods")
     compile_cmd.add_argument("--target", "-t", choices=api.TARGETS, default="iptables",
                              help="output format (default: iptables)")
     compile_cmd.add_argument("-o", "--output", metavar="OUT",
@@ -98,6 +103,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _missing_files(files: Sequence[str]) -> None:
     for name in files:
+        if Path(name).is_dir():
+            raise _UsageError(f"rulec: error: {name} is a directory, not a policy file")
         if not Path(name).is_file():
             raise _UsageError(f"rulec: error: no such file: {name}")
 
@@ -134,8 +141,14 @@ def _compile(args: argparse.Namespace) -> int:
     _missing_files(args.files)
     if args.noflush and args.target not in ("iptables", "ip6tables"):
         raise _UsageError("rulec: error: --noflush applies to --target iptables/ip6tables only")
-    result = api.compile_files(args.files, args.target, noflush=args.noflush,
-                               provenance=args.provenance, passes=_selected_passes(args))
+    if args.inventory is not None:
+        _missing_files([args.inventory])
+        result = api.compile_k8s_files(args.inventory, args.files, args.target,
+                                       noflush=args.noflush, provenance=args.provenance,
+                                       passes=_selected_passes(args))
+    else:
+        result = api.compile_files(args.files, args.target, noflush=args.noflush,
+                                   provenance=args.provenance, passes=_selected_passes(args))
     _print_warnings(result.warnings)
     if args.stats:
         _print_stats(result)
