@@ -53,6 +53,12 @@ def _build_parser() -> argparse.ArgumentParser:
                              help="compile Kubernetes NetworkPolicy files against this cluster "
                              "inventory (YAML/JSON: namespaces and pods) for a node that routes "
                              "between the pods")
+    compile_cmd.add_argument("--docker-state", metavar="STATE.json", action="append", default=[],
+                             help="a Docker host's `docker network inspect` / `docker inspect` "
+                             "JSON (repeatable; see docs/docker.md): emit dockerd's chains too")
+    compile_cmd.add_argument("--docker-layout", choices=("current", "classic"),
+                             help="dockerd's rule layout: current (28/29, default) or classic "
+                             "(<= 27); overrides a docker block's `layout`")
     compile_cmd.add_argument("--target", "-t", choices=api.TARGETS, default="iptables",
                              help="output format (default: iptables)")
     compile_cmd.add_argument("-o", "--output", metavar="OUT",
@@ -136,7 +142,7 @@ def _compile(args: argparse.Namespace) -> int:
     if args.list_passes:
         print("\n".join(DEFAULT_PIPELINE))
         return EXIT_OK
-    if not args.files:
+    if not args.files and not args.docker_state:
         raise _UsageError("rulec compile: error: give at least one FILE")
     _missing_files(args.files)
     if args.noflush and args.target not in ("iptables", "ip6tables"):
@@ -147,8 +153,11 @@ def _compile(args: argparse.Namespace) -> int:
                                        noflush=args.noflush, provenance=args.provenance,
                                        passes=_selected_passes(args))
     else:
+        _missing_files(args.docker_state)
         result = api.compile_files(args.files, args.target, noflush=args.noflush,
-                                   provenance=args.provenance, passes=_selected_passes(args))
+                                   provenance=args.provenance, passes=_selected_passes(args),
+                                   docker_layout=args.docker_layout,
+                                   docker_state=args.docker_state)
     _print_warnings(result.warnings)
     if args.stats:
         _print_stats(result)

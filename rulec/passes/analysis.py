@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rulec.ir.nodes import NON_TERMINAL, Goto, Jump, Match, Rule, Ruleset, SetMark, Table
+from rulec.ir.nodes import (
+    NON_TERMINAL,
+    Jump,
+    Match,
+    Rule,
+    Ruleset,
+    SetMark,
+    Table,
+    vmap_rules,
+)
+from rulec.ir.nodes import targets as action_targets
 from rulec.ir.values import (
     MAX_PORT,
     TCP,
@@ -317,8 +327,8 @@ def disjoint(a: Match, b: Match, *, marks: bool = True) -> bool:
 
 def mark_setting_chains(table: Table) -> frozenset[str]:
     """Chains whose run may change a packet's mark, directly or through jumps and gotos."""
-    edges = {c.name: {r.action.target for r in c.rules if isinstance(r.action, Jump | Goto)}
-             for c in table.chains}
+    # targets(): a verdict map's jump and goto entries are edges too.
+    edges = {c.name: {t for r in c.rules for t in action_targets(r.action)} for c in table.chains}
     setting = {c.name for c in table.chains
                if any(isinstance(r.action, SetMark) for r in c.rules)}
     changed = True
@@ -334,8 +344,10 @@ def mark_setting_chains(table: Table) -> frozenset[str]:
 def _sets_mark(rule: Rule, setting: frozenset[str]) -> bool:
     # The mark is the only field a packet's walk through one hook can change and a later rule
     # can test (NAT ends the walk). A goto never comes back to this chain, so it cannot matter.
-    action = rule.action
-    return isinstance(action, SetMark) or (isinstance(action, Jump) and action.target in setting)
+    # A verdict map acts as its entries.
+    return any(isinstance(r.action, SetMark)
+               or (isinstance(r.action, Jump) and r.action.target in setting)
+               for r in vmap_rules(rule))
 
 
 def may_merge(earlier: Rule, between: Sequence[Rule], later: Rule,
@@ -380,8 +392,8 @@ def merge_rules(ruleset: Ruleset, fields: tuple[str, ...]) -> Ruleset:
             rules = chain.rules
             while True:
                 before = rules
-                for field in fields:
-                    rules = _merge_field(rules, field, setting)
+                for name in fields:
+                    rules = _merge_field(rules, name, setting)
                 if rules is before:
                     break
             chains.append(chain if rules is chain.rules else replace(chain, rules=rules))
@@ -392,36 +404,78 @@ def merge_rules(ruleset: Ruleset, fields: tuple[str, ...]) -> Ruleset:
     return replace(ruleset, tables=tuple(tables))
 
 
-def _union(a: AddressSet | PortSet, b: AddressSet | PortSet) -> AddressSet | PortSet:
-    if isinstance(a, AddressSet) and isinstance(b, AddressSet):
-        return address_union(a, b)
-    assert isinstance(a, PortSet) and isinstance(b, PortSet)
-    return port_union(a, b)
+def _union(values: Sequence[AddressSet | PortSet]) -> AddressSet | PortSet:
+    """The collapsed union of non-negated sets of one kind, computed once for all of them."""
+    if isinstance(values[0], AddressSet):
+        prefixes = [p for v in values if isinstance(v, AddressSet) for p in v.prefixes]
+        return AddressSet(collapse_prefixes(prefixes))
+    ranges = [r for v in values if isinstance(v, PortSet) for r in v.ranges]
+    return PortSet(collapse_ranges(ranges))
 
 
-def _merge_field(rules: tuple[Rule, ...], field: str,
+@dataclass(slots=True)
+class _Group:
+    """Rules equal but for one field, merging into the rule at `head` of the output."""
+
+    head: int
+    key: Match  # the head's match without the field: every member's match lies inside it
+    # Indices after `head` already sorted into `relevant` (the rest are not yet looked at).
+    scanned: int
+    # Rules after `head` that may stop a merge: not disjoint from `key`, or setting the mark.
+    # A rule disjoint from `key` is disjoint from every member, so may_merge need not see it.
+    relevant: list[int] = field(default_factory=list)
+
+
+def _merge_field(rules: tuple[Rule, ...], field_name: str,
                  setting: frozenset[str]) -> tuple[Rule, ...]:
     """One sweep for one field; the same tuple if nothing merged. A refused merge stays
-    refused in later sweeps (merging only grows sets), so sweeps reach a fixed point."""
+    refused in later sweeps (merging only grows sets), so sweeps reach a fixed point.
+
+    Linear in practice: each group looks at each rule after its head once (not once per
+    member), and a head's union is collapsed once when next needed, not once per merge."""
     out: list[Rule] = []
-    latest: dict[Rule, int] = {}  # rule without `field` -> index in `out` of the last such rule
+    groups: dict[Rule, _Group] = {}  # rule without the field -> its group
+    grown: set[int] = set()  # heads a merge has widened: their earlier disjointness may be stale
+    pending: dict[int, list[Rule]] = {}  # head -> members merged into it, not yet in its set
     changed = False
+
+    def current(j: int) -> Rule:
+        members = pending.pop(j, None)
+        if members:
+            head = out[j]
+            union: dict[str, Any] = {
+                field_name: _union([getattr(r.match, field_name) for r in (head, *members)])}
+            origins = [o for r in members
+                       for o in ((r.span,) if r.span is not None else ()) + r.origins]
+            out[j] = replace(head, match=replace(head.match, **union),
+                             origins=(*head.origins, *origins))
+        return out[j]
+
     for rule in rules:
-        value = getattr(rule.match, field)
+        value = getattr(rule.match, field_name)
         if value is None or value.negated or rule.match.limit is not None:
             out.append(rule)
             continue
-        key = replace(rule, match=replace(rule.match, **{field: None}))
-        index = latest.get(key)
-        if index is not None and may_merge(out[index], out[index + 1:], rule, setting):
-            first = out[index]
-            union: dict[str, Any] = {field: _union(getattr(first.match, field), value)}
-            match = replace(first.match, **union)
-            extra = (rule.span,) if rule.span is not None else ()
-            out[index] = replace(first, match=match,
-                                 origins=(*first.origins, *extra, *rule.origins))
-            changed = True
-            continue
-        latest[key] = len(out)
+        key = replace(rule, match=replace(rule.match, **{field_name: None}))
+        group = groups.get(key)
+        if group is not None:
+            for j in range(group.scanned, len(out)):
+                if _sets_mark(out[j], setting) or not disjoint(out[j].match, group.key,
+                                                                marks=False):
+                    group.relevant.append(j)
+            group.scanned = len(out)
+            between = sorted({*group.relevant, *(j for j in grown if j > group.head)})
+            # A terminal rule's members need not be collapsed to judge it: may_merge only
+            # tests a non-terminal `earlier` against `later`.
+            earlier = out[group.head] if not isinstance(
+                rule.action, NON_TERMINAL) else current(group.head)
+            if may_merge(earlier, [current(j) for j in between], rule, setting):
+                pending.setdefault(group.head, []).append(rule)
+                grown.add(group.head)
+                changed = True
+                continue
+        groups[key] = _Group(head=len(out), key=key.match, scanned=len(out) + 1)
         out.append(rule)
+    for j in list(pending):
+        current(j)
     return tuple(out) if changed else rules
