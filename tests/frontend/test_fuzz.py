@@ -16,12 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
+from lark import Lark
 from lark.lexer import PatternStr
 
 from rulec import cli
 from rulec.api import parse_text
 from rulec.diagnostics import RulecError
-from rulec.frontends.grammar import parser
+from rulec.frontends.grammar import OPTIONS, grammar_text
+
+# Built from the grammar, not Lark's cache: from_lark needs the grammar object it keeps.
+_PARSER = Lark(grammar_text(), **OPTIONS)
+
+
+def parser() -> Lark:
+    return _PARSER
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = [p.read_text(encoding="utf-8", errors="replace") for p in [
