@@ -11,6 +11,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rulec.backends import Artifact, EmitOptions, get_backend
 from rulec.diagnostics import Diagnostic, RulecError
@@ -18,6 +19,9 @@ from rulec.frontends import dsl
 from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
 from rulec.ir.verify import verify
 from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
+
+if TYPE_CHECKING:
+    from rulec.frontends.docker import DockerOptions
 
 TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
 
@@ -43,20 +47,43 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def parse_text(text: str, name: str = "<string>") -> Ruleset:
+def parse_text(text: str, name: str = "<string>", *,
+               docker: DockerOptions | None = None) -> Ruleset:
     """Parse DSL source text into a verified IR ruleset (RulecError on bad input)."""
     with paused_gc():
-        ruleset = dsl.parse_text(text, name)
+        ruleset = dsl.parse_text(text, name, docker)
         verify(ruleset)
     return ruleset
 
 
-def parse_files(paths: Sequence[str | Path]) -> Ruleset:
-    """Parse one or more .rules files (their tables are merged, in order) into a verified IR."""
+def parse_files(paths: Sequence[str | Path], *,
+                docker: DockerOptions | None = None) -> Ruleset:
+    """Parse one or more .rules files (their tables are merged, in order) into a verified IR.
+    A Docker host model (`docker { ... }` or `docker.state_files`) becomes dockerd's chains."""
     with paused_gc():
-        ruleset = dsl.parse_files([Path(p) for p in paths])
+        ruleset = dsl.parse_files([Path(p) for p in paths], docker)
         verify(ruleset)
     return ruleset
+
+
+def docker_options(target: str, *, layout: str | None = None,
+                   state: Sequence[str | Path] = (), noflush: bool = False) -> DockerOptions:
+    """How a Docker host model compiles for `target`: nft targets get Docker 29's nftables
+    shape, `noflush` is the coexist mode (only the operator's DOCKER-USER and mangle rules)."""
+    from rulec.frontends.docker import DockerOptions, Layout, Shape
+
+    if layout is not None and layout not in {m.value for m in Layout}:
+        raise ValueError(f"unknown Docker layout {layout!r}; choose current or classic")
+    return DockerOptions(layout=Layout(layout) if layout else None,
+                         shape=Shape.NFT if target in ("nft", "nft-json") else Shape.IPTABLES,
+                         coexist=noflush, state_files=tuple(Path(p) for p in state))
+
+
+def _docker_passes(ruleset: Ruleset, passes: Sequence[str] | None) -> Sequence[str] | None:
+    # dockerd's rules are compared rule by rule with Docker's own; optimise only on request.
+    from rulec.frontends.docker import generated
+
+    return () if passes is None and generated(ruleset) else passes
 
 
 def with_provenance(ruleset: Ruleset) -> Ruleset:
@@ -98,11 +125,14 @@ def emit(ruleset: Ruleset, target: str, *, noflush: bool = False,
 
 
 def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = False,
-                  provenance: bool = False,
-                  passes: Sequence[str] | None = None) -> CompileResult:
-    """The whole pipeline on policy files."""
-    return compile_ruleset(parse_files(paths), target, noflush=noflush, provenance=provenance,
-                           passes=passes)
+                  provenance: bool = False, passes: Sequence[str] | None = None,
+                  docker_layout: str | None = None,
+                  docker_state: Sequence[str | Path] = ()) -> CompileResult:
+    """The whole pipeline on policy files (and a Docker host's inspect JSON, if given)."""
+    docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
+    ruleset = parse_files(paths, docker=docker)
+    return compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
+                           passes=_docker_passes(ruleset, passes))
 
 
 def parse_k8s_files(inventory: str | Path, policies: Sequence[str | Path]) -> Ruleset:
@@ -133,11 +163,14 @@ def compile_k8s_files(inventory: str | Path, policies: Sequence[str | Path], tar
 
 
 def compile_text(text: str, target: str, *, name: str = "<string>", noflush: bool = False,
-                 passes: Sequence[str] | None = None) -> Artifact:
+                 passes: Sequence[str] | None = None, docker_layout: str | None = None,
+                 docker_state: Sequence[str | Path] = ()) -> Artifact:
     """The whole pipeline on a string."""
-    return emit(parse_text(text, name), target, noflush=noflush, passes=passes)
+    docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
+    ruleset = parse_text(text, name, docker=docker)
+    return emit(ruleset, target, noflush=noflush, passes=_docker_passes(ruleset, passes))
 
 
 __all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_k8s_files",
-           "compile_ruleset", "compile_text", "emit", "parse_files", "parse_k8s_files",
-           "parse_text", "with_provenance"]
+           "compile_ruleset", "compile_text", "docker_options", "emit", "parse_files",
+           "parse_k8s_files", "parse_text", "with_provenance"]

@@ -17,6 +17,7 @@ from rulec.ir.nodes import (
     ANY,
     Accept,
     Action,
+    Chain,
     ClampMss,
     Counter,
     Dnat,
@@ -146,7 +147,21 @@ def lower(ruleset: Ruleset, limits: TargetLimits) -> Ruleset:
 
 
 def table_name(table: Table) -> str:
-    return f"rulec-{table.kind.value}"
+    return table.name if table.name is not None else f"rulec-{table.kind.value}"
+
+
+def chain_name(table: Table, chain: Chain) -> str:
+    """A named table may hold base chains of several kinds (filter and nat FORWARD-like
+    hooks would clash), so its base chains are `<kind>-<HOOK>`, as Docker 29 names them."""
+    if table.name is not None and chain.hook is not None:
+        return f"{table.kind.value}-{chain.hook.value}"
+    return chain.name
+
+
+def owned_tables(ruleset: Ruleset) -> list[tuple[str, str]]:
+    """OWNED_TABLES, then the named tables of this ruleset: all replaced by one script."""
+    named = [(t.family.value, t.name) for t in ruleset.tables if t.name is not None]
+    return [*OWNED_TABLES, *dict.fromkeys(n for n in named if n not in OWNED_TABLES)]
 
 
 # Every table rulec may create. A script replaces all of them, so a table the policy no longer
@@ -313,25 +328,28 @@ def text_problem(text: str, limits: TargetLimits) -> str | None:
 def check(ruleset: Ruleset, limits: TargetLimits) -> None:
     """Refusals specific to nft, all collected, with spans; verify() has run before."""
     out = Collector()
-    seen: set[tuple[Family, TableKind]] = set()
+    seen: set[tuple[Family, TableKind, str | None]] = set()
+    # Chain names per nft table: IR tables of different kinds may share a named table.
+    chain_names: dict[tuple[Family, str | None], set[str]] = {}
     for table in ruleset.tables:
-        if (table.family, table.kind) in seen:
+        if (table.family, table.kind, table.name) in seen:
             out.error("E0404", f"table {table.family.value} {table.kind.value} is declared "
                       "twice", table.span, "nft replaces a table as a whole; merge them")
-        seen.add((table.family, table.kind))
+        seen.add((table.family, table.kind, table.name))
         reached = _reachable(table)
-        names: set[str] = set()
+        names = chain_names.setdefault((table.family, table.name), set()) if table.name else set()
         for chain in table.chains:
-            if chain.name in names:  # nft would silently append the second one to the first
-                out.error("E0404", f"chain {chain.name} is declared twice in table "
-                          f"{table.family.value} {table.kind.value}", chain.span)
-            names.add(chain.name)
+            printed = chain_name(table, chain)
+            if printed in names:  # nft would silently append the second one to the first
+                out.error("E0404", f"chain {printed} is declared twice in table "
+                          f"{table.family.value} {table_name(table)}", chain.span)
+            names.add(printed)
             if chain.rules and chain.name not in reached:
                 out.error("E0404", f"chain {chain.name} is never reached in {limits.target}",
                           chain.span, "no chain outside rulec's own table can jump to it "
                           "(e.g. dockerd's FORWARD to DOCKER-USER); jump to it from a "
                           "built-in chain of this table")
-            if not valid_chain_name(chain.name):
+            if not valid_chain_name(printed):
                 out.error("E0403", f"{chain.name!r} cannot name a chain in {limits.target}",
                           chain.span, "use letters, digits and / _ . -, starting with a "
                           "letter or _, and no nft keyword")
@@ -435,7 +453,7 @@ def print_ruleset(ruleset: Ruleset) -> str:
     """The script for an already lowered and checked ruleset: one atomic transaction."""
     # Declaring first makes the delete valid when the table does not exist yet.
     prologue = [HEADER, "# replace every rulec-* table, in one transaction"]
-    for family, name in OWNED_TABLES:
+    for family, name in owned_tables(ruleset):
         prologue += [f"table {family} {name}", f"delete table {family} {name}"]
     tables = "\n\n".join("\n".join(_table(table)) for table in ruleset.tables)
     return "\n".join(prologue) + "\n" + ("\n" + tables + "\n" if tables else "")
@@ -447,7 +465,7 @@ def _table(table: Table) -> list[str]:
     for value in named_sets(table):
         lines.extend(_set_declaration(value))
     for chain in table.chains:
-        lines.append(f"\tchain {identifier(chain.name, chain.span)} {{")
+        lines.append(f"\tchain {identifier(chain_name(table, chain), chain.span)} {{")
         if chain.hook is not None:
             policy = chain.policy.value if chain.policy is not None else "accept"
             lines.append(f"\t\ttype {chain_type(table, chain.hook)} hook "

@@ -16,10 +16,10 @@ from rulec.backends.nftables import (
     LIMITS,
     LOG_LEVELS,
     NFPROTO,
-    OWNED_TABLES,
     PROTOCOL_WORDS,
     TCP_FLAG_NAMES,
     NamedSet,
+    chain_name,
     chain_type,
     decision_rule,
     disjoint_elements,
@@ -32,6 +32,7 @@ from rulec.backends.nftables import (
     mark_update,
     named_sets,
     nfproto,
+    owned_tables,
     priority,
     protocol_value,
     reject_code,
@@ -107,7 +108,7 @@ def print_ruleset(ruleset: Ruleset) -> str:
     """The JSON document for an already lowered and checked ruleset."""
     commands: list[Json] = [{"metainfo": {"json_schema_version": 1}}]
     # Adding first makes the delete valid when the table does not exist yet.
-    for family, name in OWNED_TABLES:
+    for family, name in owned_tables(ruleset):
         commands += [{"add": {"table": {"family": family, "name": name}}},
                      {"delete": {"table": {"family": family, "name": name}}}]
     for table in ruleset.tables:
@@ -153,7 +154,7 @@ def _element(item: Prefix | tuple[int, int] | str) -> Any:
 
 def _chain(table: Table, chain: Chain) -> Json:
     out: Json = {"family": table.family.value, "table": table_name(table),
-                 "name": identifier(chain.name, chain.span)}
+                 "name": identifier(chain_name(table, chain), chain.span)}
     if chain.hook is not None:
         out |= {"type": chain_type(table, chain.hook), "hook": chain.hook.value.lower(),
                 "prio": priority(table, chain.hook),
@@ -167,7 +168,7 @@ def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
     expr.extend(_statement(item, rule.span) for item in rule.statements)
     expr.append(_action(table, rule.action, rule.span, rule.match))
     out: Json = {"family": table.family.value, "table": table_name(table),
-                 "chain": identifier(chain.name, chain.span)}
+                 "chain": identifier(chain_name(table, chain), chain.span)}
     if rule.comment is not None:
         out["comment"] = text(rule.comment, rule.span)
     out["expr"] = expr

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
@@ -43,6 +44,9 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
+
+if TYPE_CHECKING:
+    from rulec.frontends.docker import DockerHost, DockerOptions
 
 _FAMILIES = {"ip": Family.IP, "ip6": Family.IP6, "inet": Family.INET}
 _TABLES = {k.value: k for k in ir.TableKind}
@@ -80,6 +84,8 @@ class _Context:
     stack: list[Path] = field(default_factory=list)
     # User chains entered from outside the policy (`external`, or always-external names).
     entry_points: set[str] = field(default_factory=set)
+    # `docker { ... }` blocks, lowered by rulec.frontends.docker and expanded in _finish.
+    docker: list[DockerHost] = field(default_factory=list)
 
 
 @dataclass
@@ -94,25 +100,33 @@ class _TableBuilder:
                         span=self.span)
 
 
-def parse_text(text: str, name: str = "<string>") -> ir.Ruleset:
-    """Parse one policy text; includes resolve relative to the current directory."""
+def parse_text(text: str, name: str = "<string>",
+               docker: DockerOptions | None = None) -> ir.Ruleset:
+    """Parse one policy text; includes resolve relative to the current directory. A Docker
+    host model (a `docker` block, or `docker.state_files`) is expanded with `docker`'s
+    options (default: current layout, iptables shape)."""
     ctx = _Context(Collector())
     _lower_source(SourceFile(name, text), Path.cwd(), ctx)
-    return _finish(ctx)
+    return _finish(ctx, docker)
 
 
-def parse_files(paths: Sequence[Path]) -> ir.Ruleset:
+def parse_files(paths: Sequence[Path], docker: DockerOptions | None = None) -> ir.Ruleset:
     """Parse policy files in order, as if they were one file."""
     ctx = _Context(Collector())
     for path in paths:
         _load_file(path, None, ctx)
-    return _finish(ctx)
+    return _finish(ctx, docker)
 
 
-def _finish(ctx: _Context) -> ir.Ruleset:
+def _finish(ctx: _Context, docker: DockerOptions | None = None) -> ir.Ruleset:
+    ruleset = ir.Ruleset(tables=tuple(t.build() for t in ctx.tables.values()),
+                         entry_points=frozenset(ctx.entry_points))
+    if ctx.docker or (docker is not None and docker.state_files):
+        from rulec.frontends.docker import DockerOptions, apply
+
+        ruleset = apply(ruleset, ctx.docker, docker or DockerOptions(), ctx.out)
     ctx.out.raise_if_errors()
-    return ir.Ruleset(tables=tuple(t.build() for t in ctx.tables.values()),
-                      entry_points=frozenset(ctx.entry_points))
+    return ruleset
 
 
 def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
@@ -199,6 +213,10 @@ class _Lowering:
                 token = item.children[0]
                 assert isinstance(token, Token)
                 _load_file(self.directory / self.string(token), self.span(item), self.ctx)
+            elif item.data == "docker":
+                from rulec.frontends.docker.block import lower_block
+
+                self.ctx.docker.append(lower_block(item, self.source, self.out))
             else:
                 self.table(item)
 

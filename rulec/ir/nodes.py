@@ -285,6 +285,9 @@ class Table:
     kind: TableKind
     family: Family
     chains: tuple[Chain, ...] = ()
+    # nft only: the table's own name (default rulec-<kind>). Tables of several kinds may share
+    # one name (Docker's `docker-bridges`), so nft names their base chains <kind>-<HOOK>.
+    name: str | None = None
     span: Span | None = field(default=None, compare=False, repr=False)
 
     def chain(self, name: str) -> Chain | None:

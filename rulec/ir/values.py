@@ -41,6 +41,8 @@ class Prefix:
         bits = self.family.bits
         if self.family is Family.INET or not 0 <= self.length <= bits:
             raise ValueError(f"bad prefix length {self.length}")
+        if not 0 <= self.network < 1 << bits:
+            raise ValueError(f"address {self.network:#x} out of range")
         if self.network & ((1 << (bits - self.length)) - 1):
             raise ValueError("host bits set")
 

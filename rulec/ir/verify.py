@@ -232,7 +232,7 @@ def _verify_rule(
     if m.ct_state is not None and not m.ct_state.states:
         out.error("E0310", "ct state is an empty set", span)
     if isinstance(action, Vmap):
-        _verify_vmap(chain, rule, action, proto, out)
+        _verify_vmap(table, chain, rule, action, proto, out)
 
     rule_allowed = _ALLOWED_HOOKS.get(type(action))
     if rule_allowed is not None:
@@ -271,7 +271,7 @@ def _verify_rule(
                   "a TCP reset answers TCP packets only; add `tcp`, or reject with another type")
     # Built-in chains only: iptables refuses these, while in a user chain reached from such a
     # hook the interface is simply absent (and the test false) - which is what nft does too.
-    if chain.hook in (Hook.OUTPUT, Hook.POSTROUTING) and m.iifname is not None:
+    if chain.hook in _no_iif_hooks(table) and m.iifname is not None:
         out.error("E0316", f"`in` cannot be used in {chain.hook.value}: locally generated and "
                   "outgoing packets have no input interface", span)
     if chain.hook in (Hook.PREROUTING, Hook.INPUT) and m.oifname is not None:
@@ -283,13 +283,19 @@ def _verify_rule(
                       "characters", span)
 
 
+def _no_iif_hooks(table: Table) -> tuple[Hook, ...]:
+    # A forwarded packet keeps its input interface in POSTROUTING; only iptables refuses to
+    # test it there, and a named table (Docker's docker-bridges) is printed for nft alone.
+    return (Hook.OUTPUT,) if table.name is not None else (Hook.OUTPUT, Hook.POSTROUTING)
+
+
 _KEY_TYPES: dict[MapKey, type] = {
     MapKey.SADDR: AddressSet, MapKey.DADDR: AddressSet, MapKey.SPORT: PortSet,
     MapKey.DPORT: PortSet, MapKey.IIFNAME: Interface, MapKey.OIFNAME: Interface,
 }
 
 
-def _verify_vmap(chain: Chain, rule: Rule, vmap: Vmap, proto: int | None,
+def _verify_vmap(table: Table, chain: Chain, rule: Rule, vmap: Vmap, proto: int | None,
                  out: Collector) -> None:
     """Entries of the key's type, non-negated, non-empty and pairwise disjoint; the key free
     in the rule's match; the same interface and protocol rules as a plain match."""
@@ -331,7 +337,7 @@ def _verify_vmap(chain: Chain, rule: Rule, vmap: Vmap, proto: int | None,
     if vmap.key in (MapKey.SPORT, MapKey.DPORT) and proto not in PORT_PROTOCOLS:
         out.error("E0305", f"{key} needs a protocol with ports (tcp, udp, sctp, udplite, "
                   "dccp)", span)
-    if vmap.key is MapKey.IIFNAME and chain.hook in (Hook.OUTPUT, Hook.POSTROUTING):
+    if vmap.key is MapKey.IIFNAME and chain.hook in _no_iif_hooks(table):
         out.error("E0316", f"`in` cannot be used in {chain.hook.value}", span)
     if vmap.key is MapKey.OIFNAME and chain.hook in (Hook.PREROUTING, Hook.INPUT):
         out.error("E0316", f"`out` cannot be used in {chain.hook.value}", span)
