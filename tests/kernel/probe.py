@@ -117,12 +117,23 @@ class Attempt:
 @contextmanager
 def server(ns: Namespace, ports: Sequence[int], proto: str = "tcp") -> Iterator[None]:
     """Servers on every port (both families, all addresses) in `ns`, stopped by PID on exit."""
-    proc = ns.popen([*PYTHON, AGENT, "serve", proto, *map(str, ports)])
+    with servers([(ns, ports, proto)]):
+        yield
+
+
+@contextmanager
+def servers(specs: Sequence[tuple[Namespace, Sequence[int], str]]) -> Iterator[None]:
+    """server() for many (namespace, ports, proto) at once: all start before any is awaited."""
+    procs: list[subprocess.Popen[str]] = []
     try:
-        _await_ready(proc)
+        for ns, ports, proto in specs:
+            procs.append(ns.popen([*PYTHON, AGENT, "serve", proto, *map(str, ports)]))
+        for proc in procs:
+            _await_ready(proc)
         yield
     finally:
-        _stop(proc)
+        for proc in procs:
+            _stop(proc)
 
 
 def _await_ready(proc: subprocess.Popen[str]) -> None:

@@ -22,17 +22,20 @@ def _plain(address: str) -> str:
 
 
 def serve(proto: str, ports: list[int]) -> None:
-    """Answer every TCP connection / UDP datagram with {"peer", "port", "mss"} and go on."""
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    """Answer every TCP connection / UDP datagram with {"peer", "port", "mss"} and go on.
+
+    `proto` is "tcp", "udp" or "tcp+udp" (both on every port: one process instead of two)."""
     selector = selectors.DefaultSelector()
-    for port in ports:
-        sock = socket.socket(socket.AF_INET6, kind)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", port))
-        if proto == "tcp":
-            sock.listen(64)
-        selector.register(sock, selectors.EVENT_READ, (sock, port))
+    for kind_name in proto.split("+"):
+        kind = socket.SOCK_STREAM if kind_name == "tcp" else socket.SOCK_DGRAM
+        for port in ports:
+            sock = socket.socket(socket.AF_INET6, kind)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::", port))
+            if kind == socket.SOCK_STREAM:
+                sock.listen(64)
+            selector.register(sock, selectors.EVENT_READ, (sock, port))
     # The parent holds our stdin: when it goes away, so do we, even if it could not kill us.
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     print("READY", flush=True)
@@ -40,7 +43,7 @@ def serve(proto: str, ports: list[int]) -> None:
         for key, _ in selector.select():
             sock, port = key.data
             try:
-                if proto == "tcp":
+                if sock.type == socket.SOCK_STREAM:
                     conn, peer = sock.accept()
                     with conn:
                         mss = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)

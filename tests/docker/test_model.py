@@ -1,0 +1,145 @@
+"""The Docker host model: the DSL block and a real host's inspect JSON build the same model,
+and that model compiles to the same rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rulec import api
+from rulec.diagnostics import Collector
+from rulec.frontends.docker.model import GatewayMode, PortProto
+from rulec.frontends.docker.state import load_files
+from rulec.ir.values import Family, Prefix
+
+# Trimmed from real `docker network inspect bridge apps` output.
+NETWORKS = [
+    {"Name": "bridge", "Id": "f7ab26d71dbd6f557852c7156ae0574bbf62c42f539b50c8ebde0f728a253b6f",
+     "Scope": "local", "Driver": "bridge", "EnableIPv6": False,
+     "IPAM": {"Driver": "default", "Options": None,
+              "Config": [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]},
+     "Internal": False, "Attachable": False, "Containers": {},
+     "Options": {"com.docker.network.bridge.default_bridge": "true",
+                 "com.docker.network.bridge.enable_icc": "true",
+                 "com.docker.network.bridge.enable_ip_masquerade": "true",
+                 "com.docker.network.bridge.name": "docker0",
+                 "com.docker.network.driver.mtu": "1500"}, "Labels": {}},
+    {"Name": "apps", "Id": "3a5c0f7e1d2b4c6a8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5",
+     "Driver": "bridge", "EnableIPv6": True,
+     "IPAM": {"Config": [{"Subnet": "192.0.2.0/24", "Gateway": "192.0.2.1"},
+                         {"Subnet": "2001:db8:1::/64", "Gateway": "2001:db8:1::1"}]},
+     "Internal": False,
+     "Containers": {"9f1e": {"Name": "web", "IPv4Address": "192.0.2.2/24",
+                             "IPv6Address": "2001:db8:1::2/64"}},
+     "Options": {"com.docker.network.bridge.enable_icc": "false"}},
+    {"Name": "host", "Driver": "host", "IPAM": {"Config": []}},
+]
+# Trimmed from `docker inspect web` (docker run --network apps -p 8080:80 -p 127.0.0.1:53:53/udp)
+CONTAINERS = [
+    {"Id": "9f1e", "Name": "/web",
+     "HostConfig": {"NetworkMode": "apps",
+                    "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}},
+     "NetworkSettings": {
+         "Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"},
+                              {"HostIp": "::", "HostPort": "8080"}],
+                   "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "53"}],
+                   "443/tcp": None},
+         "Networks": {"apps": {"NetworkID": "3a5c", "IPAddress": "192.0.2.2",
+                               "IPPrefixLen": 24, "GlobalIPv6Address": "2001:db8:1::2",
+                               "GlobalIPv6PrefixLen": 64}}}},
+]
+
+DSL = """docker {
+  network bridge {
+    subnet 172.17.0.0/16 gateway 172.17.0.1
+  }
+  network apps {
+    bridge br-3a5c0f7e1d2b
+    subnet 192.0.2.0/24 gateway 192.0.2.1
+    subnet 2001:db8:1::/64 gateway 2001:db8:1::1
+    icc off
+  }
+  container web {
+    network apps 192.0.2.2 2001:db8:1::2
+    publish "0.0.0.0:8080:80" "[::]:8080:80" "127.0.0.1:53:53/udp"
+  }
+}
+"""
+
+
+def write(tmp_path: Path, name: str, value: object) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(value, indent=4), encoding="utf-8")
+    return path
+
+
+def test_inspect_json_builds_the_model(tmp_path: Path) -> None:
+    out = Collector()
+    host = load_files([write(tmp_path, "n.json", NETWORKS), write(tmp_path, "c.json", CONTAINERS)],
+                      out)
+    assert not out.items
+    assert host is not None
+    assert [n.name for n in host.networks] == ["bridge", "apps"]  # `host` makes no rules
+    apps = host.networks[1]
+    assert apps.bridge == "br-3a5c0f7e1d2b"  # br- and 12 characters of the network ID
+    assert not apps.icc and apps.masquerade and apps.gateway_mode_v4 is GatewayMode.NAT
+    assert apps.subnet(Family.IP6) is not None
+    (web,) = host.containers
+    assert web.attachments[0].addresses == (Prefix.parse("192.0.2.2"),
+                                            Prefix.parse("2001:db8:1::2"))
+    assert [(p.host and str(p.host), p.host_ports, p.proto) for p in web.published] == [
+        ("0.0.0.0", (8080, 8080), PortProto.TCP), ("::", (8080, 8080), PortProto.TCP),
+        ("127.0.0.1", (53, 53), PortProto.UDP)]
+
+
+def test_one_state_object_and_two_inspect_files_are_the_same_host(tmp_path: Path) -> None:
+    split = [write(tmp_path, "n.json", NETWORKS), write(tmp_path, "c.json", CONTAINERS)]
+    whole = [write(tmp_path, "state.json", {"daemon": {"userland-proxy": True},
+                                            "networks": NETWORKS, "containers": CONTAINERS})]
+    one, two = load_files(split, Collector()), load_files(whole, Collector())
+    assert one is not None and two is not None
+    assert one.networks == two.networks and one.containers == two.containers
+
+
+def test_state_and_dsl_compile_to_the_same_rules(tmp_path: Path) -> None:
+    state = [write(tmp_path, "n.json", NETWORKS), write(tmp_path, "c.json", CONTAINERS)]
+    empty = tmp_path / "empty.rules"
+    empty.write_text("", encoding="utf-8")
+    block = tmp_path / "host.rules"
+    block.write_text(DSL, encoding="utf-8")
+    for target in api.TARGETS:
+        from_json = api.compile_files([empty], target, docker_state=state).artifact.text
+        from_dsl = api.compile_files([block], target).artifact.text
+        assert from_json == from_dsl, target
+
+
+def test_network_members_give_addresses_without_docker_inspect(tmp_path: Path) -> None:
+    host = load_files([write(tmp_path, "n.json", NETWORKS)], Collector())
+    assert host is not None
+    (web,) = host.containers
+    assert web.published == ()
+    assert web.attachments[0].address(Family.IP) == Prefix.parse("192.0.2.2")
+
+
+def test_daemon_json_options(tmp_path: Path) -> None:
+    daemon = {"userland-proxy": False, "ip6tables": False, "allow-direct-routing": True,
+              "log-driver": "journald"}
+    host = load_files([write(tmp_path, "s.json", {"daemon": daemon, "networks": NETWORKS})],
+                      Collector())
+    assert host is not None
+    assert not host.daemon.userland_proxy and not host.daemon.ipv6
+    assert host.daemon.allow_direct_routing
+    text = api.compile_text("", "iptables", docker_state=[tmp_path / "s.json"]).text
+    assert "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT" in text
+    assert api.compile_text("", "ip6tables", docker_state=[tmp_path / "s.json"]).text.count(
+        "\n") == 1  # ip6tables off: nothing for IPv6
+
+
+def test_published_range_is_one_binding_per_port() -> None:
+    text = DSL.replace('"0.0.0.0:8080:80" "[::]:8080:80" "127.0.0.1:53:53/udp"',
+                       '"8000-8002:9000-9002"')
+    lines = [x for x in api.compile_text(text, "iptables").text.splitlines() if "DNAT" in x]
+    assert [x.split("--dport ")[1] for x in lines] == [
+        "8000 -j DNAT --to-destination 192.0.2.2:9000",
+        "8001 -j DNAT --to-destination 192.0.2.2:9001",
+        "8002 -j DNAT --to-destination 192.0.2.2:9002"]
