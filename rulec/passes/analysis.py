@@ -424,6 +424,9 @@ class _Group:
     # Rules after `head` that may stop a merge: not disjoint from `key`, or setting the mark.
     # A rule disjoint from `key` is disjoint from every member, so may_merge need not see it.
     relevant: list[int] = field(default_factory=list)
+    # Heads of other groups after `head` that merges have widened, and how many of their
+    # members this group has found disjoint from `key` so far (None: all of them ever will).
+    judged: dict[int, int | None] = field(default_factory=dict)
 
 
 def _merge_field(rules: tuple[Rule, ...], field_name: str,
@@ -432,24 +435,46 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     refused in later sweeps (merging only grows sets), so sweeps reach a fixed point.
 
     Linear in practice: each group looks at each rule after its head once (not once per
-    member), and a head's union is collapsed once when next needed, not once per merge."""
+    member); a widened head of another group is judged by its key once (disjoint keys stay
+    disjoint however it grows), else member by member, each once; a head's union is collapsed
+    once when next needed, not once per merge."""
     out: list[Rule] = []
     groups: dict[Rule, _Group] = {}  # rule without the field -> its group
-    grown: set[int] = set()  # heads a merge has widened: their earlier disjointness may be stale
-    pending: dict[int, list[Rule]] = {}  # head -> members merged into it, not yet in its set
+    keys: dict[int, Match] = {}  # head -> its group's key
+    members: dict[int, list[Rule]] = {}  # head -> every rule merged into it, in order
+    pending: dict[int, int] = {}  # head -> how many of its members are not yet in its set
     changed = False
 
     def current(j: int) -> Rule:
-        members = pending.pop(j, None)
-        if members:
-            head = out[j]
+        count = pending.pop(j, 0)
+        if count:
+            head, new = out[j], members[j][-count:]
             union: dict[str, Any] = {
-                field_name: _union([getattr(r.match, field_name) for r in (head, *members)])}
-            origins = [o for r in members
-                       for o in ((r.span,) if r.span is not None else ()) + r.origins]
+                field_name: _union([getattr(r.match, field_name) for r in (head, *new)])}
+            origins = [o for r in new for o in ((r.span,) if r.span is not None else ())
+                       + r.origins]
             out[j] = replace(head, match=replace(head.match, **union),
                              origins=(*head.origins, *origins))
         return out[j]
+
+    def widened_blockers(group: _Group) -> list[int]:
+        """Widened heads after the group's head whose new members may meet its key."""
+        found = []
+        for j in members:
+            if j <= group.head or j in group.relevant:
+                continue
+            done = group.judged.get(j, 0)
+            if done is None:
+                continue
+            if done == 0 and disjoint(keys[j], group.key, marks=False):
+                group.judged[j] = None
+                continue
+            grown = members[j]
+            if all(disjoint(r.match, group.key, marks=False) for r in grown[done:]):
+                group.judged[j] = len(grown)
+            else:
+                found.append(j)
+        return found
 
     for rule in rules:
         value = getattr(rule.match, field_name)
@@ -464,17 +489,18 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                                                                 marks=False):
                     group.relevant.append(j)
             group.scanned = len(out)
-            between = sorted({*group.relevant, *(j for j in grown if j > group.head)})
+            group.relevant.extend(widened_blockers(group))  # sets only grow: once in, stays
             # A terminal rule's members need not be collapsed to judge it: may_merge only
             # tests a non-terminal `earlier` against `later`.
             earlier = out[group.head] if not isinstance(
                 rule.action, NON_TERMINAL) else current(group.head)
-            if may_merge(earlier, [current(j) for j in between], rule, setting):
-                pending.setdefault(group.head, []).append(rule)
-                grown.add(group.head)
+            if may_merge(earlier, [current(j) for j in sorted(group.relevant)], rule, setting):
+                members.setdefault(group.head, []).append(rule)
+                pending[group.head] = pending.get(group.head, 0) + 1
                 changed = True
                 continue
         groups[key] = _Group(head=len(out), key=key.match, scanned=len(out) + 1)
+        keys[len(out)] = key.match
         out.append(rule)
     for j in list(pending):
         current(j)
