@@ -48,20 +48,22 @@ def paused_gc() -> Iterator[None]:
 
 
 def parse_text(text: str, name: str = "<string>", *,
-               docker: DockerOptions | None = None) -> Ruleset:
+               docker: DockerOptions | None = None,
+               warnings: list[Diagnostic] | None = None) -> Ruleset:
     """Parse DSL source text into a verified IR ruleset (RulecError on bad input)."""
     with paused_gc():
-        ruleset = dsl.parse_text(text, name, docker)
+        ruleset = dsl.parse_text(text, name, docker, warnings)
         verify(ruleset)
     return ruleset
 
 
 def parse_files(paths: Sequence[str | Path], *,
-                docker: DockerOptions | None = None) -> Ruleset:
+                docker: DockerOptions | None = None,
+                warnings: list[Diagnostic] | None = None) -> Ruleset:
     """Parse one or more .rules files (their tables are merged, in order) into a verified IR.
     A Docker host model (`docker { ... }` or `docker.state_files`) becomes dockerd's chains."""
     with paused_gc():
-        ruleset = dsl.parse_files([Path(p) for p in paths], docker)
+        ruleset = dsl.parse_files([Path(p) for p in paths], docker, warnings)
         verify(ruleset)
     return ruleset
 
@@ -130,9 +132,11 @@ def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = F
                   docker_state: Sequence[str | Path] = ()) -> CompileResult:
     """The whole pipeline on policy files (and a Docker host's inspect JSON, if given)."""
     docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
-    ruleset = parse_files(paths, docker=docker)
-    return compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                           passes=_docker_passes(ruleset, passes))
+    warnings: list[Diagnostic] = []  # the frontend's (e.g. W0701), before the passes'
+    ruleset = parse_files(paths, docker=docker, warnings=warnings)
+    result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
+                             passes=_docker_passes(ruleset, passes))
+    return replace(result, warnings=(*warnings, *result.warnings))
 
 
 def parse_k8s_files(inventory: str | Path, policies: Sequence[str | Path]) -> Ruleset:

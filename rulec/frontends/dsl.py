@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from rulec.diagnostics import Collector, RulecError, SourceFile, Span
+from rulec.diagnostics import Collector, Diagnostic, RulecError, SourceFile, Span
 from rulec.frontends.grammar import parser
 from rulec.frontends.syntax_errors import syntax_diagnostic
 from rulec.ir import nodes as ir
@@ -100,25 +100,27 @@ class _TableBuilder:
                         span=self.span)
 
 
-def parse_text(text: str, name: str = "<string>",
-               docker: DockerOptions | None = None) -> ir.Ruleset:
+def parse_text(text: str, name: str = "<string>", docker: DockerOptions | None = None,
+               warnings: list[Diagnostic] | None = None) -> ir.Ruleset:
     """Parse one policy text; includes resolve relative to the current directory. A Docker
     host model (a `docker` block, or `docker.state_files`) is expanded with `docker`'s
-    options (default: current layout, iptables shape)."""
+    options (default: current layout, iptables shape). Warnings go to `warnings`, if given."""
     ctx = _Context(Collector())
     _lower_source(SourceFile(name, text), Path.cwd(), ctx)
-    return _finish(ctx, docker)
+    return _finish(ctx, docker, warnings)
 
 
-def parse_files(paths: Sequence[Path], docker: DockerOptions | None = None) -> ir.Ruleset:
+def parse_files(paths: Sequence[Path], docker: DockerOptions | None = None,
+                warnings: list[Diagnostic] | None = None) -> ir.Ruleset:
     """Parse policy files in order, as if they were one file."""
     ctx = _Context(Collector())
     for path in paths:
         _load_file(path, None, ctx)
-    return _finish(ctx, docker)
+    return _finish(ctx, docker, warnings)
 
 
-def _finish(ctx: _Context, docker: DockerOptions | None = None) -> ir.Ruleset:
+def _finish(ctx: _Context, docker: DockerOptions | None,
+            warnings: list[Diagnostic] | None) -> ir.Ruleset:
     ruleset = ir.Ruleset(tables=tuple(t.build() for t in ctx.tables.values()),
                          entry_points=frozenset(ctx.entry_points))
     if ctx.docker or (docker is not None and docker.state_files):
@@ -126,6 +128,8 @@ def _finish(ctx: _Context, docker: DockerOptions | None = None) -> ir.Ruleset:
 
         ruleset = apply(ruleset, ctx.docker, docker or DockerOptions(), ctx.out)
     ctx.out.raise_if_errors()
+    if warnings is not None:
+        warnings.extend(ctx.out.warnings)
     return ruleset
 
 

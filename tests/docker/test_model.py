@@ -143,3 +143,15 @@ def test_published_range_is_one_binding_per_port() -> None:
         "8000 -j DNAT --to-destination 192.0.2.2:9000",
         "8001 -j DNAT --to-destination 192.0.2.2:9001",
         "8002 -j DNAT --to-destination 192.0.2.2:9002"]
+
+
+def test_state_warnings_reach_the_compile_result(tmp_path: Path) -> None:
+    overlay = {"Name": "swarm-net", "Id": "9f9f", "Driver": "overlay", "IPAM": {"Config": []}}
+    state = [write(tmp_path, "n.json", [*NETWORKS, overlay]),
+             write(tmp_path, "c.json", CONTAINERS)]
+    empty = tmp_path / "empty.rules"
+    empty.write_text("", encoding="utf-8")
+    result = api.compile_files([empty], "iptables", docker_state=state)
+    assert [(w.code, w.span is not None and w.span.file) for w in result.warnings] == [
+        ("W0701", str(state[0]))]
+    assert "swarm-net" in result.warnings[0].message
