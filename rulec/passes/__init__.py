@@ -18,19 +18,27 @@ from rulec.passes.context import PassContext
 from rulec.passes.dedup_chains import dedup_chains
 from rulec.passes.merge_addresses import merge_addresses
 from rulec.passes.merge_multiport import merge_multiport
+from rulec.passes.remove_shadowed import remove_shadowed
 from rulec.passes.remove_unreachable import remove_unreachable
+from rulec.passes.synthesize_sets import synthesize_sets
 
 PassFn = Callable[[Ruleset, PassContext], Ruleset]
 
 # Every pass, by name; order of DEFAULT_PIPELINE matters and is explained there.
 _ALL: tuple[PassFn, ...] = (
     remove_unreachable, aggregate_addresses, dedup_chains, merge_multiport, merge_addresses,
+    remove_shadowed, synthesize_sets,
 )
 
 PASSES: dict[str, PassFn] = {fn.__name__: fn for fn in _ALL}
 # Names, run in order; a name may appear twice.
 DEFAULT_PIPELINE: tuple[str, ...] = (
     # Dead rules first: fewer rules to compare, and none to block a merge.
+    "remove_unreachable",
+    # Shadowed rules next, while the rules are still as written: each warning points at a
+    # rule of the source, and a removed rule no longer blocks a merge.
+    "remove_shadowed",
+    # A shadowed jump can leave its chain with nothing jumping to it.
     "remove_unreachable",
     # Canonical sets, so that rules equal up to set spelling compare equal below.
     "aggregate_addresses",
@@ -43,6 +51,9 @@ DEFAULT_PIPELINE: tuple[str, ...] = (
     "merge_multiport",
     # Merges inside chains can leave chains equal.
     "dedup_chains",
+    # Last (nft only): maps and named sets are built from the final rules and sets, and no
+    # pass after it has to look inside a verdict map.
+    "synthesize_sets",
 )
 
 

@@ -48,13 +48,13 @@ def _rule(_table: Table, _chain: Chain, rule: Rule) -> tuple[Rule, ...]:
         if addresses is not None and len(addresses.prefixes) > 1:
             collapsed = collapse_prefixes(addresses.prefixes)
             if collapsed != addresses.prefixes:
-                changes[name] = AddressSet(collapsed, addresses.negated)
+                changes[name] = AddressSet(collapsed, addresses.negated, addresses.name)
     for name in ("sport", "dport", "ct_orig_dport"):
         ports: PortSet | None = getattr(m, name)
         if ports is not None and len(ports.ranges) > 1:
             merged = collapse_ranges(ports.ranges)
             if merged != ports.ranges:
-                changes[name] = PortSet(merged, ports.negated)
+                changes[name] = PortSet(merged, ports.negated, ports.name)
     if not changes:
         return (rule,)
     return (replace(rule, match=replace(m, **changes)),)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rulec.diagnostics import Span
-from rulec.ir.nodes import Chain, Goto, Jump, Rule, Ruleset, Table
+from rulec.ir.nodes import Chain, Goto, Jump, Rule, Ruleset, Table, Vmap
 from rulec.passes.context import PassContext
 
 
@@ -79,6 +79,11 @@ def _retarget(rule: Rule, rename: dict[str, str]) -> Rule:
     action = rule.action
     if isinstance(action, Jump | Goto) and action.target in rename:
         return replace(rule, action=type(action)(rename[action.target]))
+    if isinstance(action, Vmap) and any(isinstance(v, Jump | Goto) and v.target in rename
+                                        for _, v in action.entries):
+        entries = tuple((value, type(v)(rename[v.target]) if isinstance(v, Jump | Goto)
+                         and v.target in rename else v) for value, v in action.entries)
+        return replace(rule, action=replace(action, entries=entries))
     return rule
 
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from rulec.diagnostics import Diagnostic, Span, warning
 from rulec.ir.nodes import ANY, NON_TERMINAL, Chain, Goto, Jump, Return, Rule, Ruleset, Table
+from rulec.ir.nodes import targets as action_targets
 from rulec.passes.context import PassContext
 
 CODE = "W0101"
@@ -66,8 +67,8 @@ def _table(table: Table, entry_points: frozenset[str], warnings: list[Diagnostic
                 chain = replace(chain, rules=rules)
                 changed = True
             new_chains.append(chain)
-        targets = {r.action.target for c in new_chains for r in c.rules
-                   if isinstance(r.action, Jump | Goto)}
+        # targets(): a verdict map's entries reach chains too.
+        targets = {t for c in new_chains for r in c.rules for t in action_targets(r.action)}
         kept = []
         for chain in new_chains:
             if chain.hook is None and chain.name not in targets | entry_points:

@@ -43,6 +43,7 @@ from rulec.ir.verify import rule_families, verify
 FAMILIES = (Family.IP, Family.IP6)
 USER_CHAINS = ("u0", "u1", "u2")
 IFACES = ("eth0", "eth1", "eth+", "wg0")
+PACKET_IFACES = ("eth0", "eth1", "eth9", "wg0", "lo")  # the names packets come and go on
 MARK_VALUES = (0, 1, 2, 3)
 _BASES = {Family.IP: 0x0A000000, Family.IP6: 0x20010DB8 << 96}
 SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
@@ -80,7 +81,9 @@ def _family_prefixes(draw: st.DrawFn, family: Family) -> tuple[Prefix, ...]:
     for _ in range(draw(st.integers(2, 5))):
         size = draw(st.sampled_from((length, length, length + 1, length + 2, bits)))
         block = 1 << (bits - size)
-        out.append(Prefix(family, base + draw(st.integers(0, 3)) * block, size))
+        # Modulo the address space: a /1 has only two blocks.
+        network = (base + draw(st.integers(0, 3)) * block) & ((1 << bits) - 1)
+        out.append(Prefix(family, network, size))
     return tuple(out)
 
 
@@ -93,6 +96,11 @@ def pools(draw: st.DrawFn) -> Pool:
         low = min(MAX_PORT, base + draw(st.sampled_from((0, 1, 2, 3, 4, 10, 100))))
         high = min(MAX_PORT, low + draw(st.sampled_from((0, 0, 1, 3))))
         ports.append((low, high))
+    if draw(st.integers(0, 4)) == 0:
+        # Many separate ports and ranges, so that merged sets outgrow multiport's 15 slots
+        # and the iptables lowering has to chunk them.
+        start = base + 200 if base + 250 <= MAX_PORT else base - 250
+        ports += [(start + 3 * i, start + 3 * i + i % 2) for i in range(draw(st.integers(12, 16)))]
     return Pool(prefixes, tuple(ports))
 
 
@@ -113,7 +121,11 @@ def _address_set(draw: st.DrawFn, pool: Pool, families: tuple[Family, ...]) -> A
 
 
 def _port_set(draw: st.DrawFn, pool: Pool) -> PortSet:
-    chosen = draw(st.lists(st.sampled_from(pool.ports), min_size=1, max_size=3))
+    distinct = sorted(set(pool.ports))
+    if len(distinct) > 5 and draw(st.booleans()):  # most of a large pool
+        chosen = sorted(draw(st.sets(st.sampled_from(distinct), min_size=len(distinct) - 4)))
+    else:
+        chosen = draw(st.lists(st.sampled_from(pool.ports), min_size=1, max_size=3))
     return PortSet(tuple(chosen), draw(st.sampled_from((False, False, False, True))))
 
 
@@ -209,7 +221,26 @@ def _variant(draw: st.DrawFn, rule: ir.Rule, pool: Pool, place: Place) -> ir.Rul
     that overlaps it."""
     m = rule.match
     what = draw(st.sampled_from(("dport", "dport", "dport", "sport", "saddr", "saddr",
-                                 "daddr", "action", "mark", "ct_state", "same", "two")))
+                                 "daddr", "action", "mark", "ct_state", "same", "two",
+                                 "key", "key")))
+    if what == "key":  # another key value and verdict: what a verdict map gathers
+        key = draw(st.sampled_from(("iifname", "oifname", "dport", "daddr")))
+        value: object = None
+        # `in` is refused in OUTPUT, `out` in INPUT.
+        no_iface = ir.Hook.OUTPUT if key == "iifname" else ir.Hook.INPUT
+        if key in ("iifname", "oifname") and place.hook is not no_iface:
+            value = Interface(draw(st.sampled_from(PACKET_IFACES)))
+        elif key == "dport" and m.dport is not None:
+            value = replace(_port_set(draw, pool), negated=False)
+        elif key == "daddr" and m.daddr is not None:
+            families = tuple(f for f in FAMILIES if place.family in (Family.INET, f))
+            value = replace(_address_set(draw, pool, families), negated=False)
+        if value is None:
+            return rule
+        verdicts: list[ir.Action] = [ir.Accept(), ir.Drop(), ir.Return()]
+        verdicts += [k(t) for t in place.targets for k in (ir.Jump, ir.Goto)]
+        return replace(rule, match=replace(m, **{key: value}), statements=(),
+                       action=draw(st.sampled_from(verdicts)))
     if what == "two":  # e.g. another port and another action: the rule a merge crosses
         once = draw(_variant(rule, pool, place))
         if draw(st.integers(0, 2)) == 0:  # a mark that a later copy of the rule tests
@@ -235,9 +266,44 @@ def _variant(draw: st.DrawFn, rule: ir.Rule, pool: Pool, place: Place) -> ir.Rul
 
 
 @st.composite
-def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int) -> tuple[ir.Rule, ...]:
+def _dispatch(draw: st.DrawFn, pool: Pool, place: Place) -> list[ir.Rule]:
+    """Rules equal but for one key field, with verdicts, some rules in between: what
+    synthesize_sets turns into a verdict map (or must refuse to, where values overlap)."""
+    rest = replace(draw(_match(pool, place)), limit=None)
+    proto = rest.proto
+    keys = ["saddr", "daddr"]
+    keys += ["iifname"] if place.hook is not ir.Hook.OUTPUT else []
+    keys += ["oifname"] if place.hook is not ir.Hook.INPUT else []
+    keys += ["dport"] if proto is not None and not proto.negated and proto.number in (
+        TCP, UDP) else []
+    key = draw(st.sampled_from(keys))
+    families = tuple(f for f in FAMILIES if rest.family in (None, f)
+                     and place.family in (Family.INET, f))
+    verdicts: list[ir.Action] = [ir.Accept(), ir.Drop(), ir.Return()]
+    verdicts += [k(t) for t in place.targets for k in (ir.Jump, ir.Goto)]
+    out: list[ir.Rule] = []
+    for _ in range(draw(st.integers(2, 6))):
+        value: object
+        if key in ("iifname", "oifname"):
+            value = Interface(draw(st.sampled_from(PACKET_IFACES)))
+        elif key == "dport":
+            value = replace(_port_set(draw, pool), negated=False)
+        else:
+            value = replace(_address_set(draw, pool, families), negated=False)
+        out.append(ir.Rule(match=replace(rest, **{key: value}),
+                           action=draw(st.sampled_from(verdicts))))
+        if draw(st.integers(0, 3)) == 0:  # a rule the later ones must move past
+            out.append(ir.Rule(match=draw(_match(pool, place)), action=draw(_action(place))))
+    return out
+
+
+@st.composite
+def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int,
+                 dispatch: bool = False) -> tuple[ir.Rule, ...]:
     table = ir.Table(kind=ir.TableKind.FILTER, family=place.family)
     out: list[ir.Rule] = []
+    if dispatch and draw(st.booleans()):
+        out.extend(r for r in draw(_dispatch(pool, place)) if rule_families(table, r))
     for _ in range(draw(st.integers(0, max_size))):
         if out and draw(st.integers(0, 2)) > 0:
             # Often the last rule (nothing in between), else any (rules in between decide).
@@ -253,8 +319,9 @@ def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int) -> tu
 
 
 @st.composite
-def rulesets(draw: st.DrawFn, pool: Pool) -> ir.Ruleset:
-    """One filter table: 1-3 base chains and 0-3 user chains (each jumps only to later ones)."""
+def rulesets(draw: st.DrawFn, pool: Pool, dispatch: bool = False) -> ir.Ruleset:
+    """One filter table: 1-3 base chains and 0-3 user chains (each jumps only to later ones);
+    `dispatch`: half the chains start with a run of rules that differ in one key field."""
     family = draw(st.sampled_from((Family.IP, Family.IP6, Family.INET, Family.INET)))
     users = USER_CHAINS[:draw(st.integers(0, 3))]
     chains: list[ir.Chain] = []
@@ -265,7 +332,7 @@ def rulesets(draw: st.DrawFn, pool: Pool) -> ir.Ruleset:
         if chains and draw(st.integers(0, 2)) == 0:
             rules = draw(st.sampled_from(chains)).rules
         else:
-            rules = draw(_chain_rules(pool, place, 4))
+            rules = draw(_chain_rules(pool, place, 4, dispatch))
         chains.insert(0, ir.Chain(name=users[index], rules=rules))
     hooks = draw(st.lists(st.sampled_from(ir.BUILTIN_CHAINS[ir.TableKind.FILTER]),
                           min_size=1, max_size=3, unique=True))
@@ -273,7 +340,7 @@ def rulesets(draw: st.DrawFn, pool: Pool) -> ir.Ruleset:
         place = Place(family, hook, users)
         policy = draw(st.sampled_from((None, ir.Policy.ACCEPT, ir.Policy.DROP)))
         chains.append(ir.Chain(name=hook.value, hook=hook, policy=policy,
-                               rules=draw(_chain_rules(pool, place, 7))))
+                               rules=draw(_chain_rules(pool, place, 7, dispatch))))
     entry = frozenset(draw(st.lists(st.sampled_from(users), max_size=1))) if users \
         else frozenset()
     table = ir.Table(kind=ir.TableKind.FILTER, family=family, chains=tuple(chains))
@@ -303,7 +370,7 @@ def packets(draw: st.DrawFn, pool: Pool, table_family: Family) -> Packet:
                          for v in (low - 1, low, high, high + 1) if 0 <= v <= MAX_PORT})
     port = st.one_of(st.sampled_from(port_edges), st.integers(0, MAX_PORT))
     ports = proto in (TCP, UDP)
-    iface = st.one_of(st.none(), st.sampled_from(("eth0", "eth1", "eth9", "wg0", "lo")))
+    iface = st.one_of(st.none(), st.sampled_from(PACKET_IFACES))
     return Packet(
         family=family, proto=proto, saddr=draw(address), daddr=draw(address),
         sport=draw(port) if ports else None, dport=draw(port) if ports else None,
@@ -324,10 +391,10 @@ def hosts(draw: st.DrawFn, pool: Pool) -> Host:
 
 
 @st.composite
-def cases(draw: st.DrawFn, max_packets: int = 24) -> Case:
+def cases(draw: st.DrawFn, max_packets: int = 24, dispatch: bool = False) -> Case:
     """A verified ruleset, a host and packets aimed at the ruleset's boundaries."""
     pool = draw(pools())
-    ruleset = draw(rulesets(pool))
+    ruleset = draw(rulesets(pool, dispatch))
     try:
         verify(ruleset)
     except RulecError as error:  # the strategy should only build valid rulesets

@@ -1,0 +1,502 @@
+"""For nft: rules that dispatch on one field become a verdict map, and large or repeated
+address and port sets become named sets.
+
+    before:  chain FORWARD {                    after:  chain FORWARD {
+               jump web in eth0                           in vmap { eth0: jump web,
+               jump db in eth1                                      eth1: jump db,
+               goto mgmt in eth2                                    eth2: goto mgmt,
+               drop in eth3                                         eth3: drop }
+               accept to { 10.0.0.1, 10.0.0.2 }            accept to @addr4_… (x2)
+               accept to { 10.0.0.1, 10.0.0.2 }            ...
+             }                                             }
+    (the IR printer writes the map as its rules under `# vmap on in:`, a set as `$name`)
+
+Why these thresholds (kernel-costs.md): a packet pays about 6 ns for every linear rule it
+does not match, and one map or set lookup costs about what no rule costs; so a map of
+MIN_MAP_RULES = 4 rules already saves a packet 3 rule evaluations, while 2 or 3 rules read
+better as rules and cost the same. A named set costs the kernel no more than an anonymous
+one, but is declared and loaded once however many rules use it (nft's load time grows
+faster than linearly with the number of anonymous sets), and its elements can later be
+changed in one cheap transaction: so a set of 2 or more elements used by MIN_SET_USES = 2
+rules of a table is named, and so is any set of LARGE_SET = 16 or more elements (a rule
+line that long is unreadable, and it is the set one wants to update). A single element is
+never named: nft compares it directly, which is cheaper than a set lookup.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rulec.ir.nodes import (
+    NON_TERMINAL,
+    Accept,
+    Chain,
+    Drop,
+    Goto,
+    Jump,
+    MapKey,
+    MapValue,
+    MapVerdict,
+    Match,
+    Return,
+    Rule,
+    Ruleset,
+    SetMark,
+    Table,
+    Vmap,
+    keyed,
+    vmap_rules,
+)
+from rulec.ir.values import AddressSet, Family, Interface, PortSet, Prefix
+from rulec.passes.analysis import disjoint, mark_setting_chains, merge_intervals
+from rulec.passes.context import PassContext
+
+MIN_MAP_RULES = 4
+MIN_SET_USES = 2
+LARGE_SET = 16
+# Rule comparisons one rule's search for a map to join may cost before it stays where it is
+# (always safe); keeps chains where many maps interleave from going quadratic.
+MAX_LOOKBACK = 256
+# Scans of a chain before giving up on its maps: each scan leaves out the rules of groups
+# too small for a map; it rarely takes more than two.
+MAX_SCANS = 4
+# Places one rule may try to join, per group key: beyond them it stays where it is.
+MAX_OPEN = 8
+# The match fields that may name a set (each prints as `<field> @name` in nft).
+_SET_FIELDS = ("saddr", "daddr", "sport", "dport")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thresholds:
+    """When synthesize_sets acts; tests lower them to make small rulesets fire."""
+
+    map_rules: int = MIN_MAP_RULES
+    set_uses: int = MIN_SET_USES
+    large_set: int = LARGE_SET
+
+
+def synthesize_sets(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
+    """Verdict maps and named sets (module docstring), for targets that have them
+    (`ctx.named_sets`); returns `ruleset` itself otherwise or when nothing qualifies.
+
+    Verdict maps: rules of one chain with the same match but for one key field (in, out,
+    from, to, sport, dport), no statements, no rate limit, the same comment and a map
+    verdict (accept, drop, return, jump, goto) become one rule `<key> vmap { ... }` at the
+    place of the first of them. First-match order is kept exactly: a later rule joins only if
+    every rule it moves past is disjoint from it or ends the walk with the same action
+    (analysis.may_merge's condition, marks included). Key values that overlap an earlier
+    entry are resolved as the chain did: the part an earlier accept, drop, return or goto
+    already decided is cut from the later entry; an overlap with an earlier jump (the packet
+    comes back and goes on) refuses the rule. Interface keys must be exact names, address
+    keys of one family, nothing negated.
+
+    Named sets: see the module docstring; names are `addr4_`, `addr6_` or `ports_` and a
+    hash of the content, so they do not change when unrelated rules do. Sets with both
+    address families stay anonymous (the backend splits them per family).
+
+    >>> from rulec.api import parse_text
+    >>> from rulec.ir.printer import print_ruleset
+    >>> r = parse_text('''table ip filter {
+    ...   chain FORWARD { jump a in eth0
+    ...     jump b in eth1
+    ...     accept in eth2
+    ...     drop in eth3 }
+    ...   chain a { accept }
+    ...   chain b { drop } }''')
+    >>> out = synthesize_sets(r, PassContext(named_sets=True))
+    >>> out.tables[0].chains[0].rules[0].action.key
+    <MapKey.IIFNAME: 'iifname'>
+    >>> print(print_ruleset(out), end="")
+    table ip filter {
+      chain FORWARD {
+        # vmap on in:
+        jump a in eth0
+        jump b in eth1
+        accept in eth2
+        drop in eth3
+      }
+      chain a {
+        accept
+      }
+      chain b {
+        drop
+      }
+    }
+    """
+    if not ctx.named_sets:
+        return ruleset
+    return synthesize(ruleset, Thresholds())
+
+
+def synthesize(ruleset: Ruleset, limits: Thresholds) -> Ruleset:
+    """synthesize_sets() with explicit thresholds."""
+    tables = tuple(_table(t, limits) for t in ruleset.tables)
+    if all(a is b for a, b in zip(tables, ruleset.tables, strict=True)):
+        return ruleset
+    return replace(ruleset, tables=tables)
+
+
+def _table(table: Table, limits: Thresholds) -> Table:
+    setting = mark_setting_chains(table)  # maps move no mark change: the same before/after
+    chains = tuple(_chain_maps(c, setting, limits.map_rules) for c in table.chains)
+    if any(a is not b for a, b in zip(chains, table.chains, strict=True)):
+        table = replace(table, chains=chains)
+    return _name_sets(table, limits)
+
+
+# --------------------------------------------------------------------------------------------
+# Verdict maps
+
+_VERDICTS = (Accept, Drop, Return, Jump, Goto)
+# (key, address family or None, the match without the key, comment): rules with equal
+# group keys differ only in the key field.
+_GroupKey = tuple[MapKey, Family | None, Match, str | None]
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """A rule of the output being built: one input rule, or a map forming at this place."""
+
+    members: list[Rule]  # input rules, in chain order
+    entries: list[tuple[MapValue, MapVerdict]]  # their key values, overlaps cut
+    key: MapKey | None = None  # fixed by the second member
+    rest: Match | None = None  # the members' common match (key unconstrained)
+    sets_mark: bool = False
+    positions: list[int] = field(default_factory=list)
+    taken: _Taken | None = None  # the entries' values, once the key is fixed
+    group: _GroupKey | None = None  # likewise
+
+
+def _chain_maps(chain: Chain, setting: frozenset[str], minimum: int) -> Chain:
+    """The chain with its dispatch runs as verdict maps; itself if there are none."""
+    blocked: set[int] = set()
+    for _ in range(MAX_SCANS):
+        slots = _scan(chain.rules, blocked, setting)
+        small = [p for s in slots if 1 < len(s.members) < minimum for p in s.positions]
+        if not small:
+            break
+        # A group too small to become a map stays as rules, at their own places; the other
+        # groups were checked with these rules at the group's place, so check them again.
+        blocked.update(small)
+    else:
+        return chain  # no fixed point in reach: the chain stays as it is (always safe)
+    if all(len(s.members) == 1 for s in slots):
+        return chain
+    return replace(chain, rules=tuple(_slot_rule(s) for s in slots))
+
+
+def _scan(rules: Sequence[Rule], blocked: set[int],
+          setting: frozenset[str]) -> list[_Slot]:
+    slots: list[_Slot] = []
+    # group key -> the slots a rule with that group key may join, in chain order.
+    open_slots: dict[_GroupKey, list[int]] = {}
+    for position, rule in enumerate(rules):
+        keys = [] if position in blocked else list(_group_keys(rule))
+        # Every slot it may join; one that became a map on another key is dropped for good.
+        options = []
+        for key, group, value in keys:
+            found = open_slots.get(group)
+            if found is None:
+                continue
+            if any(slots[i].key not in (None, key) for i in found[-MAX_OPEN:]):
+                found[:] = [i for i in found if slots[i].key in (None, key)]
+            options += [(index, key, group, value) for index in found[-MAX_OPEN:]]
+        # A forming map first (the fewest rules left behind), then the nearest place.
+        options.sort(key=lambda o: (slots[o[0]].key is None, -o[0]))
+        budget = [MAX_LOOKBACK]
+        for index, key, group, value in options:
+            slot = slots[index]
+            assert isinstance(rule.action, _VERDICTS)
+            taken = _taken(slot, key)
+            trimmed = taken.cut(value)
+            if trimmed is None:
+                continue
+            cut, intervals = trimmed
+            later = replace(rule, match=keyed(rule.match, key, cut))
+            if not _may_move(slots[index + 1:], later, group, intervals, setting, budget):
+                if budget[0] <= 0:
+                    break
+                continue
+            if slot.key is None:
+                slot.key, slot.rest, slot.taken, slot.group = key, group[2], taken, group
+                first = slot.members[0]
+                slot.entries = [(_plain(getattr(first.match, key.value)), _verdict(first))]
+            taken.add(cut, intervals, isinstance(rule.action, Jump))
+            slot.members.append(rule)
+            slot.entries.append((cut, rule.action))
+            slot.positions.append(position)
+            slot.sets_mark = slot.sets_mark or _sets_mark(rule, setting)
+            break
+        else:
+            slots.append(_Slot([rule], [], sets_mark=_sets_mark(rule, setting),
+                               positions=[position]))
+            for _, group, _ in keys:
+                open_slots.setdefault(group, []).append(len(slots) - 1)
+    return slots
+
+
+def _verdict(rule: Rule) -> MapVerdict:
+    assert isinstance(rule.action, _VERDICTS)
+    return rule.action
+
+
+def _plain(value: Any) -> MapValue:
+    assert isinstance(value, AddressSet | PortSet | Interface)
+    if isinstance(value, AddressSet | PortSet) and value.name is not None:
+        return replace(value, name=None)
+    return value
+
+
+def _group_keys(rule: Rule) -> Iterable[tuple[MapKey, _GroupKey, MapValue]]:
+    """The ways `rule` could be a map entry: one per key field it tests suitably."""
+    m = rule.match
+    if not isinstance(rule.action, _VERDICTS) or rule.statements or m.limit is not None:
+        return
+    for key in MapKey:
+        value = getattr(m, key.value)
+        if value is None or value.negated:
+            continue
+        family = None
+        if isinstance(value, AddressSet):
+            if len(value.families) != 1:
+                continue
+            family = value.prefixes[0].family
+        elif isinstance(value, Interface) and value.is_wildcard:
+            continue
+        rest = replace(m, **{key.value: None})
+        yield key, (key, family, rest, rule.comment), _plain(value)
+
+
+class _Taken:
+    """The key values a forming map holds, to cut a new entry to what is left: disjoint
+    intervals (addresses of one family, ports) sorted by start, or exact names; each knows
+    whether its entry is a jump (the packet comes back and would go on to later entries)."""
+
+    __slots__ = ("calls", "highs", "lows", "names")
+
+    def __init__(self) -> None:
+        self.lows: list[int] = []
+        self.highs: list[int] = []
+        self.calls: list[bool] = []
+        self.names: dict[str, bool] = {}
+
+    def cut(self, value: MapValue) -> tuple[MapValue, list[tuple[int, int]]] | None:
+        """`value` without what the entries decide for good, and its intervals; None if
+        nothing is left or it meets a jump's value. Logarithmic in the entries: a map of
+        10k entries is built in linear time."""
+        if isinstance(value, Interface):
+            # An exact name is all or nothing: decided already, or met twice.
+            return None if value.name in self.names else (value, [])
+        own = _intervals(value)
+        left: list[tuple[int, int]] = []
+        for low, high in own:
+            j = bisect.bisect_left(self.highs, low)  # the first that may overlap
+            while j < len(self.lows) and self.lows[j] <= high:
+                if self.calls[j]:
+                    return None
+                if self.lows[j] > low:
+                    left.append((low, self.lows[j] - 1))
+                low = self.highs[j] + 1
+                if low > high:
+                    break
+                j += 1
+            if low <= high:
+                left.append((low, high))
+        if not left:
+            return None
+        if left == own:
+            return value, left
+        if isinstance(value, PortSet):
+            return PortSet(tuple(left)), left
+        assert isinstance(value, AddressSet)
+        family = value.prefixes[0].family
+        return AddressSet(tuple(p for low, high in left
+                                for p in _prefixes(family, low, high))), left
+
+    def meets(self, value: MapValue, intervals: list[tuple[int, int]]) -> bool:
+        """Whether `value` (its intervals given) shares a packet with an entry."""
+        if isinstance(value, Interface):
+            return value.name in self.names
+        for low, high in intervals:
+            j = bisect.bisect_left(self.highs, low)
+            if j < len(self.lows) and self.lows[j] <= high:
+                return True
+        return False
+
+    def add(self, value: MapValue, intervals: list[tuple[int, int]], call: bool) -> None:
+        """Take the values cut() left (disjoint from every value held)."""
+        if isinstance(value, Interface):
+            self.names[value.name] = call
+            return
+        for low, high in intervals:
+            at = bisect.bisect_left(self.lows, low)
+            self.lows.insert(at, low)
+            self.highs.insert(at, high)
+            self.calls.insert(at, call)
+
+
+def _intervals(value: MapValue) -> list[tuple[int, int]]:
+    if isinstance(value, PortSet):
+        return merge_intervals(value.ranges)
+    assert isinstance(value, AddressSet)
+    return merge_intervals((p.first, p.last) for p in value.prefixes)
+
+
+def _taken(slot: _Slot, key: MapKey) -> _Taken:
+    """What the slot holds if its key is (or becomes) `key`."""
+    if slot.taken is not None:
+        return slot.taken
+    first = slot.members[0]
+    value = _plain(getattr(first.match, key.value))
+    taken = _Taken()
+    taken.add(value, [] if isinstance(value, Interface) else _intervals(value),
+              isinstance(first.action, Jump))
+    return taken
+
+
+def _prefixes(family: Family, low: int, high: int) -> Iterable[Prefix]:
+    """The fewest prefixes covering exactly [low, high]."""
+    bits = family.bits
+    while low <= high:
+        size = low & -low if low else 1 << bits
+        while size > high - low + 1:
+            size >>= 1
+        yield Prefix(family, low, bits - size.bit_length() + 1)
+        low += size
+
+
+def _sets_mark(rule: Rule, setting: frozenset[str]) -> bool:
+    """Whether the packets that go on after `rule` may carry another mark (a goto never
+    comes back to this chain)."""
+    return any(isinstance(r.action, SetMark)
+               or (isinstance(r.action, Jump) and r.action.target in setting)
+               for r in vmap_rules(rule))
+
+
+def _may_move(between: Sequence[_Slot], later: Rule, group: _GroupKey,
+              intervals: list[tuple[int, int]], setting: frozenset[str],
+              budget: list[int]) -> bool:
+    """Whether `later` (of `group`, its key value cut to `intervals`) may act before the
+    rules of `between` (analysis.may_merge's rule): each is disjoint from it, or it ends the
+    walk and they end it the same way; without marks if a mark may change on the way. Each
+    comparison spends one unit of `budget`; none left, the answer is no."""
+    if len(between) > budget[0]:
+        budget[0] = 0
+        return False
+    terminal = not isinstance(later.action, NON_TERMINAL)
+    marks = not any(s.sets_mark for s in between) and (
+        terminal or not _sets_mark(later, setting))
+    for slot in between:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if slot.group == group and slot.taken is not None:
+            # A map of the same group: the same match but for the key, so it meets `later`
+            # exactly where an entry's value does.
+            value = getattr(later.match, group[0].value)
+            if not slot.taken.meets(value, intervals):
+                continue
+        elif slot.rest is not None and disjoint(slot.rest, later.match, marks=marks):
+            continue  # a map that cannot meet it, whatever its key
+        # The members as written: their values hold the cut ones, so this is the safe side.
+        for k in slot.members:
+            budget[0] -= 1
+            if budget[0] < 0:
+                return False
+            if disjoint(k.match, later.match, marks=marks):
+                continue
+            if (terminal and k.action == later.action and k.statements == later.statements
+                    and k.match.limit is None):
+                continue
+            return False
+    return True
+
+
+def _slot_rule(slot: _Slot) -> Rule:
+    if slot.key is None or slot.rest is None:
+        return slot.members[0]
+    first, others = slot.members[0], slot.members[1:]
+    origins = [*first.origins]
+    for other in others:
+        origins.extend((other.span,) if other.span is not None else ())
+        origins.extend(other.origins)
+    return replace(first, match=slot.rest, action=Vmap(slot.key, tuple(slot.entries)),
+                   origins=tuple(origins))
+
+
+# --------------------------------------------------------------------------------------------
+# Named sets
+
+# (kind, number of elements, canonical text of the elements): equal sets, equal contents.
+_Content = tuple[str, int, str]
+
+
+def _content(value: AddressSet | PortSet) -> _Content | None:
+    if isinstance(value, PortSet):
+        text = ",".join(f"{low}-{high}" for low, high in value.ranges)
+        return ("ports", len(value.ranges), text)
+    families = value.families
+    if len(families) != 1:
+        return None  # nft has no set of both families; the backend splits the rule
+    kind = "addr4" if Family.IP in families else "addr6"
+    # Integers, not str(prefix): ipaddress would cost more than the whole pass.
+    return (kind, len(value.prefixes),
+            ",".join(f"{p.network:x}/{p.length}" for p in value.prefixes))
+
+
+def _name_sets(table: Table, limits: Thresholds) -> Table:
+    uses: Counter[_Content] = Counter()
+    for chain in table.chains:
+        for rule in chain.rules:
+            for name in _SET_FIELDS:
+                value = getattr(rule.match, name)
+                if value is not None and (content := _content(value)) is not None:
+                    uses[content] += 1
+    chosen = sorted(c for c, n in uses.items()
+                    if c[1] >= limits.large_set or (c[1] >= 2 and n >= limits.set_uses))
+    if not chosen:
+        return table
+    names: dict[_Content, str] = {}
+    taken: set[str] = set()
+    for content in chosen:
+        kind, _, text = content
+        digest = hashlib.sha256(f"{kind}:{text}".encode()).hexdigest()
+        length = 8  # 32 bits: a clash in one table is unlikely, and resolved here
+        while (name := f"{kind}_{digest[:length]}") in taken:
+            length *= 2
+        taken.add(name)
+        names[content] = name
+    chains = tuple(_named_chain(c, names) for c in table.chains)
+    if all(a is b for a, b in zip(chains, table.chains, strict=True)):
+        return table
+    return replace(table, chains=chains)
+
+
+def _named_chain(chain: Chain, names: dict[_Content, str]) -> Chain:
+    rules = tuple(_named_rule(r, names) for r in chain.rules)
+    if all(a is b for a, b in zip(rules, chain.rules, strict=True)):
+        return chain
+    return replace(chain, rules=rules)
+
+
+def _named_rule(rule: Rule, names: dict[_Content, str]) -> Rule:
+    changes: dict[str, Any] = {}
+    for name in _SET_FIELDS:
+        value = getattr(rule.match, name)
+        if value is None or (content := _content(value)) is None:
+            continue
+        wanted = names.get(content)
+        if wanted is not None and value.name != wanted:
+            changes[name] = replace(value, name=wanted)
+    if not changes:
+        return rule
+    return replace(rule, match=replace(rule.match, **changes))
+
+
+__all__ = ["LARGE_SET", "MIN_MAP_RULES", "MIN_SET_USES", "Thresholds", "synthesize",
+           "synthesize_sets"]
