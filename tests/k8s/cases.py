@@ -179,7 +179,7 @@ egress:
   - to: [{namespaceSelector: {}}]
     ports: [{port: serve-80-tcp}]
 """), {("y/b", "x/a", "TCP", 81): True, ("y/b", "x/a", "TCP", 80): False,
-       ("y/b", "x/a", "UDP", 80): True, ("y/b", "x/a", "UDP", 81): False,
+       ("y/b", "x/a", "UDP", 80): False, ("y/b", "x/a", "UDP", 81): False,
        ("x/b", "y/a", "TCP", 80): False, ("x/b", "y/a", "UDP", 80): False,
        ("z/a", "x/b", "TCP", 80): True, ("z/a", "x/b", "TCP", 81): False,
        ("z/a", "x/a", "TCP", 80): False}),
@@ -197,3 +197,8 @@ ingress:
 
 COVERED = sorted({rule for case in CASES for rule in case.covers},
                  key=lambda r: int(r[1:]))
+
+
+def case_id(case: Case) -> str:
+    """`S3+S9-egress-deny-beats-ingress-allow`: the rules a case covers, then its name."""
+    return f"{'+'.join(case.covers)}-{case.name}"

@@ -1,27 +1,30 @@
 """NetworkPolicy + inventory -> IR: a node that routes between pods, filtering in FORWARD.
 
     FORWARD          ct state established,related accept            (S4: replies)
-                     saddr <pod A> goto pod-<A>-eg                  (A isolated for egress)
+                     ip saddr vmap { <pod A> : goto pod-<A>-eg }    (pods isolated for egress)
                      goto k8s-ingress
     pod-<A>-eg       jump pol-<P>-eg  (each policy selecting A)     then drop
-    pol-<P>-eg       daddr <peers> [proto dport] goto k8s-ingress   (egress allows: on to S3)
-    k8s-ingress      daddr <pod B> goto pod-<B>-in                  (B isolated for ingress)
+    pol-<P>-eg       ip daddr @<P>_eg<i>_ip [proto dport] goto k8s-ingress   (on to S3)
+    k8s-ingress      ip daddr vmap { <pod B> : goto pod-<B>-in }    (pods isolated for ingress)
                      accept
     pod-<B>-in       jump pol-<Q>-in  (each policy selecting B)     then drop
-    pol-<Q>-in       saddr <peers> [proto dport] accept
+    pol-<Q>-in       ip saddr @<Q>_in<i>_ip [proto dport] accept
 
-Policy chains are shared by every pod a policy selects and match peers as address sets, so the
-rule count grows with policies and their rules, not with pods x peers.
+As Calico and kube-router do: a policy chain is shared by every pod the policy selects, and a
+rule's peers are one address set (a named set in nft; the iptables backend splits it), so the
+rule count grows with policies and their rules, not with pods x peers. Pods are found by
+address, never by interface (the inventory names none).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rulec.diagnostics import Span
 from rulec.frontends.k8s.model import (
     Inventory,
     IPBlock,
@@ -38,11 +41,13 @@ from rulec.ir.nodes import (
     Goto,
     Hook,
     Jump,
+    MapKey,
     Match,
     Rule,
     Ruleset,
     Table,
     TableKind,
+    Vmap,
 )
 from rulec.ir.values import (
     AddressSet,
@@ -58,12 +63,14 @@ PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 INGRESS_CHAIN = "k8s-ingress"
 MAX_CHAIN_NAME = 28  # iptables' limit, the tightest of the targets
 MAX_COMMENT = 128  # nft's limit in bytes; names are ASCII
+MAX_SET_BASE = 40  # of a set name's 64 characters, for `<ns>_<name>`; the rest says what
 INGRESS, EGRESS = "Ingress", "Egress"
+FAMILIES = (Family.IP, Family.IP6)
 
 
 def effective_types(policy: Policy) -> tuple[str, ...]:
     """S6: policyTypes as written, else Ingress plus Egress if there is an egress rule."""
-    if policy.policy_types is not None:
+    if policy.policy_types:
         return policy.policy_types
     return (INGRESS, EGRESS) if policy.egress else (INGRESS,)
 
@@ -97,20 +104,33 @@ def _minus(piece: Prefix, cut: Prefix) -> list[Prefix]:
     return sorted([outside, *_minus(inside, cut)], key=lambda p: p.sort_key)
 
 
-def disjoint(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
-    """Sorted, with every prefix covered by another removed (nft refuses overlapping
-    intervals in one set)."""
-    kept: list[Prefix] = []
-    for prefix in sorted(set(prefixes), key=lambda p: p.sort_key):
-        last = kept[-1] if kept else None
-        if last is None or not (last.family is prefix.family and last.first <= prefix.first
-                                and prefix.last <= last.last):
-            kept.append(prefix)
-    return tuple(kept)
+def collapse(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
+    """The fewest prefixes covering the same addresses, sorted: contained ones go, adjacent
+    ones join. (Canonical here, so the optimiser finds nothing to rewrite and set names stay.)"""
+    ranges: dict[Family, list[tuple[int, int]]] = {Family.IP: [], Family.IP6: []}
+    for p in prefixes:
+        host_bits = (32 if p.family is Family.IP else 128) - p.length
+        ranges[p.family].append((p.network, p.network | ((1 << host_bits) - 1)))
+    out: list[Prefix] = []
+    for family in FAMILIES:
+        merged: list[list[int]] = []
+        for low, high in sorted(ranges[family]):
+            if merged and low <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        for low, high in merged:
+            out.extend(_prefixes_between(family, low, high))
+    return tuple(out)
 
 
-def _inside(address: Prefix, prefixes: Iterable[Prefix]) -> bool:
-    return any(p.contains(address.family, address.network) for p in prefixes)
+def _prefixes_between(family: Family, low: int, high: int) -> Iterable[Prefix]:
+    bits = family.bits
+    while low <= high:
+        aligned = (low & -low).bit_length() - 1 if low else bits  # trailing zero bits
+        size = min(aligned, (high - low + 1).bit_length() - 1)
+        yield Prefix(family, low, bits - size)
+        low += 1 << size
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,12 +159,27 @@ def comment(text: str) -> str:
     return _short(text, MAX_COMMENT)
 
 
+class SetNames:
+    """Set names `<ns>_<name>` (+ what), unique per table: nft names allow only [A-Za-z0-9_],
+    so `x/a-b` and `x/a.b` would meet; the later policy (in sorted order) gets a digest."""
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+
+    def base(self, key: str) -> str:
+        readable = re.sub(r"[^a-z0-9]", "_", key.replace("/", "_", 1))
+        if len(readable) <= MAX_SET_BASE and self.owner.setdefault(readable, key) == key:
+            return readable
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        return f"{readable[:MAX_SET_BASE - 11]}_{digest}"
+
+
 # --------------------------------------------------------------------------------------------
 # The cluster, indexed
 
 
 @dataclass
-class Cluster:
+class Index:
     inventory: Inventory
 
     def __post_init__(self) -> None:
@@ -153,6 +188,7 @@ class Cluster:
         for pod in self.inventory.pods:
             self.by_namespace[pod.namespace].append(pod)
         self.pod_labels = {pod.key: pod.label_map for pod in self.inventory.pods}
+        self.by_address = {a: pod for pod in self.inventory.pods for a in pod.addresses}
 
     def selected(self, policy: Policy) -> list[Pod]:
         """S5: pods of the policy's namespace that its podSelector matches."""
@@ -166,31 +202,40 @@ class Cluster:
         else:
             selector = peer.namespace_selector
             namespaces = [n for n, labels in self.ns_labels.items() if selector.matches(labels)]
-        pods: list[Pod] = []
-        for ns in namespaces:
-            for pod in self.by_namespace.get(ns, ()):
-                if peer.pod_selector is None or peer.pod_selector.matches(self.pod_labels[pod.key]):
-                    pods.append(pod)
-        return pods
+        return [pod for ns in namespaces for pod in self.by_namespace.get(ns, ())
+                if peer.pod_selector is None or peer.pod_selector.matches(self.pod_labels[pod.key])]
+
+    def pods_within(self, prefixes: tuple[Prefix, ...] | None) -> list[tuple[Pod, tuple[Prefix,
+                                                                                     ...]]]:
+        """Every pod with an address in `prefixes` (collapsed, so sorted and disjoint; None:
+        anywhere), with those addresses."""
+        if prefixes is None:
+            return [(pod, pod.addresses) for pod in self.inventory.pods]
+        firsts = [(p.family.bits, p.first) for p in prefixes]
+        found = []
+        for pod in self.inventory.pods:
+            inside = []
+            for a in pod.addresses:
+                # The last prefix starting at or before `a` is the only one that can hold it.
+                i = bisect.bisect_right(firsts, (a.family.bits, a.network)) - 1
+                if i >= 0 and prefixes[i].contains(a.family, a.network):
+                    inside.append(a)
+            if inside:
+                found.append((pod, tuple(inside)))
+        return found
 
 
-@dataclass(frozen=True, slots=True)
-class Peers:
-    """Where a rule's peers are: None for any address; else disjoint prefixes."""
-
-    prefixes: tuple[Prefix, ...] | None
-
-
-def resolve_peers(cluster: Cluster, policy: Policy, rule: PolicyRule) -> Peers:
+def resolve_peers(index: Index, policy: Policy, rule: PolicyRule) -> tuple[Prefix, ...] | None:
+    """Where a rule's peers are: None for anywhere (S8), else collapsed prefixes (S9, S12)."""
     if rule.peers is None:
-        return Peers(None)
+        return None
     found: list[Prefix] = []
     for peer in rule.peers:
         if peer.ip_block is not None:
             found.extend(subtract(peer.ip_block))
         else:
-            found.extend(a for pod in cluster.peer_pods(policy, peer) for a in pod.addresses)
-    return Peers(disjoint(found))
+            found.extend(a for pod in index.peer_pods(policy, peer) for a in pod.addresses)
+    return collapse(found)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,8 +252,10 @@ class PortMatch:
     receivers: tuple[Prefix, ...] | None = None
 
 
-def port_matches(entries: Sequence[PortEntry] | None,
-                 receivers: Sequence[tuple[Pod, tuple[Prefix, ...]]]) -> list[PortMatch]:
+Receivers = Sequence[tuple[Pod, tuple[Prefix, ...]]]
+
+
+def port_matches(entries: Sequence[PortEntry] | None, receivers: Receivers) -> list[PortMatch]:
     """S8, S13-S16. `receivers`: the pods that may receive the traffic, with the addresses of
     each that count (the selected pods for ingress, the peer pods for egress)."""
     if entries is None:
@@ -232,87 +279,105 @@ def port_matches(entries: Sequence[PortEntry] | None,
         for pod, addresses in receivers:
             served = tuple(sorted({cp.port for cp in pod.ports
                                    if cp.name in names and cp.protocol == protocol}))
-            if served and addresses:
+            if served:
                 groups[served].extend(addresses)
         for served in sorted(groups):
-            out.append(PortMatch(number, tuple((p, p) for p in served),
-                                 disjoint(groups[served])))
+            out.append(PortMatch(number, tuple((p, p) for p in served), collapse(groups[served])))
     return out
+
+
+def _has_names(entries: Sequence[PortEntry] | None) -> bool:
+    return entries is not None and any(isinstance(e.port, str) for e in entries)
 
 
 # --------------------------------------------------------------------------------------------
 # Rules
 
 
-def _address_set(prefixes: tuple[Prefix, ...] | None) -> AddressSet | None:
-    return None if prefixes is None else AddressSet(prefixes)
+def _family_sets(prefixes: tuple[Prefix, ...] | None, name: str) -> dict[Family, AddressSet | None]:
+    """Per family, the named set of `prefixes` in it (None: any address); a family without
+    prefixes is left out, so that no rule of it is made."""
+    if prefixes is None:
+        return {family: None for family in FAMILIES}
+    sets: dict[Family, AddressSet | None] = {}
+    for family in FAMILIES:
+        mine = tuple(p for p in prefixes if p.family is family)
+        if mine:
+            sets[family] = AddressSet(mine, name=f"{name}_{family.value}")
+    return sets
 
 
-def _rules_for(match_fields: dict[str, tuple[Prefix, ...] | None], protocol: int | None,
-               ports: tuple[tuple[int, int], ...] | None, action: Accept | Goto, text: str,
-               span: Span | None) -> list[Rule]:
-    """The rule, once per address family when it tests both addresses, so that no rule pairs
-    an IPv4 source with an IPv6 destination; nothing if an address set is empty."""
-    saddr, daddr = match_fields["saddr"], match_fields["daddr"]
-    if (saddr is not None and not saddr) or (daddr is not None and not daddr):
-        return []
-    proto = Protocol(protocol) if protocol is not None else None
-    dport = PortSet(ports) if ports is not None else None
-    if saddr is None or daddr is None:
-        match = Match(proto=proto, dport=dport, saddr=_address_set(saddr),
-                      daddr=_address_set(daddr))
-        return [Rule(match=match, action=action, comment=comment(text), span=span)]
-    rules = []
-    for family in (Family.IP, Family.IP6):
-        s = tuple(p for p in saddr if p.family is family)
-        d = tuple(p for p in daddr if p.family is family)
-        if s and d:
-            match = Match(proto=proto, dport=dport, saddr=AddressSet(s), daddr=AddressSet(d))
-            rules.append(Rule(match=match, action=action, comment=comment(text), span=span))
+def _rules_for(saddr: dict[Family, AddressSet | None], daddr: dict[Family, AddressSet | None],
+               pm: PortMatch, action: Accept | Goto, rule: PolicyRule, text: str) -> list[Rule]:
+    """The rule, once per address family it has addresses in (so that no rule pairs an IPv4
+    source with an IPv6 destination, and every set is of one family); once in all if it tests
+    no address."""
+    proto = Protocol(pm.protocol) if pm.protocol is not None else None
+    dport = PortSet(pm.ports) if pm.ports is not None else None
+    families = [f for f in FAMILIES if f in saddr and f in daddr]
+    if all(saddr[f] is None and daddr[f] is None for f in families):
+        return [Rule(match=Match(proto=proto, dport=dport), action=action,
+                     comment=comment(text), span=rule.span)]  # one rule for both families
+    # The family is explicit, so no pass joins the two rules back into one mixed (and
+    # unnamed) set; nft prints nothing for it, as `ip saddr` implies it.
+    return [Rule(match=Match(family=f, proto=proto, dport=dport, saddr=saddr[f],
+                             daddr=daddr[f]),
+                 action=action, comment=comment(text), span=rule.span) for f in families]
+
+
+def _policy_rules(index: Index, names: SetNames, policy: Policy, direction: str,
+                  selected: list[Pod]) -> list[Rule]:
+    rules: list[Rule] = []
+    ingress = direction == INGRESS
+    source = policy.ingress if ingress else policy.egress
+    label, short = ("ingress", "in") if ingress else ("egress", "eg")
+    base = names.base(policy.key)
+    for rule in source:
+        text = f"{policy.key} {label}[{rule.index}]"
+        peers = resolve_peers(index, policy, rule)
+        if peers is not None and not peers:
+            continue  # the peers select nothing: the rule allows nothing
+        receivers: Receivers = ()
+        if _has_names(rule.ports):  # only then does the receiving pod matter
+            receivers = ([(pod, pod.addresses) for pod in selected] if ingress
+                         else index.pods_within(peers))
+        set_name = f"{base}_{short}{rule.index}"
+        peer_sets = _family_sets(peers, set_name)
+        anywhere = _family_sets(None, set_name)
+        for i, pm in enumerate(port_matches(rule.ports, receivers)):
+            # Named ports: the receivers serving the name, as a set of its own ...
+            to = (anywhere if pm.receivers is None
+                  else _family_sets(pm.receivers, f"{set_name}_named{i}"))
+            if ingress:
+                rules.extend(_rules_for(peer_sets, to, pm, Accept(), rule, text))
+            else:  # ... and for egress they are peers already (pods_within).
+                daddr = peer_sets if pm.receivers is None else to
+                rules.extend(_rules_for(anywhere, daddr, pm, Goto(INGRESS_CHAIN), rule, text))
     return rules
 
 
-def _policy_rules(cluster: Cluster, policy: Policy, direction: str,
-                  selected: list[Pod]) -> list[Rule]:
-    rules: list[Rule] = []
-    source = policy.ingress if direction == INGRESS else policy.egress
-    label = "ingress" if direction == INGRESS else "egress"
-    for rule in source:
-        text = f"{policy.key} {label}[{rule.index}]"
-        peers = resolve_peers(cluster, policy, rule)
-        if peers.prefixes is not None and not peers.prefixes:
-            continue  # the peers select nothing: the rule allows nothing
-        if direction == INGRESS:
-            receivers = [(pod, pod.addresses) for pod in selected]
-        else:  # the receiver is the peer: pods whose addresses the peers cover
-            receivers = []
-            for pod in cluster.inventory.pods:
-                inside = pod.addresses if peers.prefixes is None else tuple(
-                    a for a in pod.addresses if _inside(a, peers.prefixes))
-                if inside:
-                    receivers.append((pod, inside))
-        for pm in port_matches(rule.ports, receivers):
-            if direction == INGRESS:
-                fields = {"saddr": peers.prefixes, "daddr": pm.receivers}
-                action: Accept | Goto = Accept()
-            else:
-                daddr = peers.prefixes if pm.receivers is None else pm.receivers
-                fields = {"saddr": None, "daddr": daddr}
-                action = Goto(INGRESS_CHAIN)
-            rules.extend(_rules_for(fields, pm.protocol, pm.ports, action, text, rule.span))
+def _dispatch(pods: Sequence[tuple[Pod, str]], key: MapKey, text: str) -> list[Rule]:
+    """`<key> vmap { <pod address> : goto <chain> }`, one rule per family."""
+    rules = []
+    for family in FAMILIES:
+        entries = tuple((AddressSet((a,)), Goto(chain)) for pod, chain in pods
+                        for a in pod.addresses if a.family is family)
+        if entries:
+            rules.append(Rule(action=Vmap(key=key, entries=entries), comment=text))
     return rules
 
 
 def compile_cluster(inventory: Inventory, policies: Sequence[Policy]) -> Ruleset:
     """The node's filter table (inet: both families) for `policies` over `inventory`."""
-    cluster = Cluster(inventory)
+    index = Index(inventory)
+    names = SetNames()
     ordered = sorted(policies, key=lambda p: (p.namespace, p.name))
     # pod key -> direction -> policies isolating it (S1), in policy order.
     isolating: dict[str, dict[str, list[Policy]]] = defaultdict(lambda: defaultdict(list))
     policy_chains: list[Chain] = []
     chain_of: dict[tuple[str, str], str] = {}
     for policy in ordered:
-        selected = cluster.selected(policy)
+        selected = index.selected(policy)
         if not selected:
             continue  # S5: selects nothing, so it does nothing
         for direction in (EGRESS, INGRESS):
@@ -320,23 +385,22 @@ def compile_cluster(inventory: Inventory, policies: Sequence[Policy]) -> Ruleset
                 continue
             for pod in selected:
                 isolating[pod.key][direction].append(policy)
-            rules = _policy_rules(cluster, policy, direction, selected)
+            rules = _policy_rules(index, names, policy, direction, selected)
             if rules:  # S7: no rules, nothing allowed: the pod chains' drop does it
                 name = chain_name("pol", policy.key, "in" if direction == INGRESS else "eg")
                 chain_of[(policy.key, direction)] = name
                 policy_chains.append(Chain(name=name, rules=tuple(rules), span=policy.span))
 
-    forward: list[Rule] = []
-    ingress: list[Rule] = []
+    dispatch: dict[str, list[tuple[Pod, str]]] = {EGRESS: [], INGRESS: []}
     pod_chains: list[Chain] = []
     for pod in inventory.pods:
         for direction in (EGRESS, INGRESS):
             owners = isolating.get(pod.key, {}).get(direction)
             if not owners:
                 continue
-            suffix = "in" if direction == INGRESS else "eg"
             label = "ingress" if direction == INGRESS else "egress"
-            name = chain_name("pod", pod.key, suffix)
+            name = chain_name("pod", pod.key, "in" if direction == INGRESS else "eg")
+            # S2: the union of the policies' allows; S1: what none allows is dropped.
             body = [Rule(action=Jump(chain_of[(p.key, direction)]),
                          comment=comment(f"{pod.key} {label}: {p.key}"), span=p.span)
                     for p in owners if (p.key, direction) in chain_of]
@@ -344,21 +408,24 @@ def compile_cluster(inventory: Inventory, policies: Sequence[Policy]) -> Ruleset
             body.append(Rule(action=Drop(), span=pod.span, comment=comment(
                 f"{pod.key} isolated for {label} by {isolated_by}")))
             pod_chains.append(Chain(name=name, rules=tuple(body), span=pod.span))
-            addresses = AddressSet(pod.addresses)
-            match = Match(daddr=addresses) if direction == INGRESS else Match(saddr=addresses)
-            dispatch = Rule(match=match, action=Goto(name), span=pod.span,
-                            comment=comment(f"{pod.key} {label}"))
-            (ingress if direction == INGRESS else forward).append(dispatch)
+            dispatch[direction].append((pod, name))
 
     chains: list[Chain] = []
-    if forward or ingress:
+    forward: list[Rule] = []
+    if pod_chains:
         established = Match(ct_state=CtStates(frozenset({CtState.ESTABLISHED, CtState.RELATED})))
+        # S3: the source's egress side first; its allows go on to the destination's ingress.
         forward = [Rule(match=established, action=Accept(),
                         comment="replies of allowed connections"),
-                   *forward,
+                   *_dispatch(dispatch[EGRESS], MapKey.SADDR, "pods isolated for egress"),
                    Rule(action=Goto(INGRESS_CHAIN), comment="on to the ingress side")]
-        ingress.append(Rule(action=Accept(), comment="allowed by both sides"))
+        ingress = [*_dispatch(dispatch[INGRESS], MapKey.DADDR, "pods isolated for ingress"),
+                   Rule(action=Accept(), comment="allowed by both sides")]
         chains = [Chain(name=INGRESS_CHAIN, rules=tuple(ingress)), *pod_chains, *policy_chains]
     base = Chain(name=Hook.FORWARD.value, hook=Hook.FORWARD, rules=tuple(forward))
     table = Table(kind=TableKind.FILTER, family=Family.INET, chains=(base, *chains))
     return Ruleset(tables=(table,))
+
+
+__all__ = ["Index", "PortMatch", "SetNames", "chain_name", "collapse", "compile_cluster",
+           "effective_types", "port_matches", "resolve_peers", "subtract"]

@@ -418,7 +418,9 @@ def _peers(obj: _Object, rule: YMap, key: str, path: str) -> tuple[Peer, ...] | 
                       "make them two peers (OR) instead")
             continue
         if block_map is None and pods is None and namespaces is None:
-            if not any(k in item for k in ("podSelector", "namespaceSelector", "ipBlock")):
+            # Also for `podSelector: null`: the API server refuses a peer with nothing set.
+            # (A value of the wrong type was reported where it was read.)
+            if all(item.get(k) is None for k in ("podSelector", "namespaceSelector", "ipBlock")):
                 obj.error("E0608", where, "a peer needs podSelector, namespaceSelector or "
                           "ipBlock", items.item_spans[i])
             continue
@@ -551,7 +553,8 @@ def _policy(doc: YMap, span: Span, out: Collector, where: str) -> Policy | None:
                           "policy types: Ingress, Egress")
             elif item not in kept:
                 kept.append(item)
-        types = tuple(kept)
+        # defaults.go defaults on len(policyTypes) == 0, so `policyTypes: []` is omitted (S6).
+        types = tuple(kept) if raw_types else None
     ingress = _rules(obj, spec, "ingress", "from")
     egress = _rules(obj, spec, "egress", "to")
     if namespace is None or name is None:
@@ -667,9 +670,9 @@ def _pod(obj_out: Collector, item: YMap, where: str,
         obj.error("E0605", f"{where}.name", f"invalid name {pod_name!r}", item.value_span("name"))
         return None
     texts: list[tuple[str, Span, str]] = []
-    if item.get("ip") is not None:
-        if obj.typed(item["ip"], str, "a string", f"{where}.ip", item.value_span("ip")):
-            texts.append((item["ip"], item.value_span("ip"), f"{where}.ip"))
+    if item.get("ip") is not None and obj.typed(item["ip"], str, "a string", f"{where}.ip",
+                                                item.value_span("ip")):
+        texts.append((item["ip"], item.value_span("ip"), f"{where}.ip"))
     ips = obj.sequence(item, "ips", where)
     for i, text in enumerate(ips or ()):
         span = ips.item_spans[i] if ips is not None else item.span
