@@ -85,7 +85,7 @@ def _meet(a: list[Interval], b: list[Interval]) -> bool:
     return False
 
 
-def _prefixes_of(family: Family, low: int, high: int) -> Iterable[Prefix]:
+def prefixes_of(family: Family, low: int, high: int) -> Iterable[Prefix]:
     """The fewest prefixes covering exactly [low, high]: the largest aligned block each time."""
     bits = family.bits
     while low <= high:
@@ -107,7 +107,7 @@ def collapse_prefixes(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
     out: list[Prefix] = []
     for family in (Family.IP, Family.IP6):
         for low, high in merge_intervals(by_family.get(family, ())):
-            out.extend(_prefixes_of(family, low, high))
+            out.extend(prefixes_of(family, low, high))
     return tuple(out)
 
 
@@ -341,7 +341,7 @@ def mark_setting_chains(table: Table) -> frozenset[str]:
     return frozenset(setting)
 
 
-def _sets_mark(rule: Rule, setting: frozenset[str]) -> bool:
+def sets_mark(rule: Rule, setting: frozenset[str]) -> bool:
     # The mark is the only field a packet's walk through one hook can change and a later rule
     # can test (NAT ends the walk). A goto never comes back to this chain, so it cannot matter.
     # A verdict map acts as its entries.
@@ -364,8 +364,8 @@ def may_merge(earlier: Rule, between: Sequence[Rule], later: Rule,
     `setting`: mark_setting_chains() of the table.
     """
     terminal = not isinstance(later.action, NON_TERMINAL)
-    marks = not any(_sets_mark(k, setting) for k in between) and (
-        terminal or not _sets_mark(later, setting))
+    marks = not any(sets_mark(k, setting) for k in between) and (
+        terminal or not sets_mark(later, setting))
     if not terminal and not disjoint(earlier.match, later.match, marks=marks):
         return False
     for k in between:
@@ -485,7 +485,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         group = groups.get(key)
         if group is not None:
             for j in range(group.scanned, len(out)):
-                if _sets_mark(out[j], setting) or not disjoint(out[j].match, group.key,
+                if sets_mark(out[j], setting) or not disjoint(out[j].match, group.key,
                                                                 marks=False):
                     group.relevant.append(j)
             group.scanned = len(out)

@@ -46,14 +46,18 @@ from rulec.ir.nodes import (
     Return,
     Rule,
     Ruleset,
-    SetMark,
     Table,
     Vmap,
     keyed,
-    vmap_rules,
 )
-from rulec.ir.values import AddressSet, Family, Interface, PortSet, Prefix
-from rulec.passes.analysis import disjoint, mark_setting_chains, merge_intervals
+from rulec.ir.values import AddressSet, Family, Interface, PortSet
+from rulec.passes.analysis import (
+    disjoint,
+    mark_setting_chains,
+    merge_intervals,
+    prefixes_of,
+    sets_mark,
+)
 from rulec.passes.context import PassContext
 
 MIN_MAP_RULES = 4
@@ -230,10 +234,10 @@ def _scan(rules: Sequence[Rule], blocked: set[int],
             slot.members.append(rule)
             slot.entries.append((cut, rule.action))
             slot.positions.append(position)
-            slot.sets_mark = slot.sets_mark or _sets_mark(rule, setting)
+            slot.sets_mark = slot.sets_mark or sets_mark(rule, setting)
             break
         else:
-            slots.append(_Slot([rule], [], sets_mark=_sets_mark(rule, setting),
+            slots.append(_Slot([rule], [], sets_mark=sets_mark(rule, setting),
                                positions=[position]))
             for _, group, _ in keys:
                 open_slots.setdefault(group, []).append(len(slots) - 1)
@@ -316,7 +320,7 @@ class _Taken:
         assert isinstance(value, AddressSet)
         family = value.prefixes[0].family
         return AddressSet(tuple(p for low, high in left
-                                for p in _prefixes(family, low, high))), left
+                                for p in prefixes_of(family, low, high))), left
 
     def meets(self, value: MapValue, intervals: list[tuple[int, int]]) -> bool:
         """Whether `value` (its intervals given) shares a packet with an entry."""
@@ -359,25 +363,6 @@ def _taken(slot: _Slot, key: MapKey) -> _Taken:
     return taken
 
 
-def _prefixes(family: Family, low: int, high: int) -> Iterable[Prefix]:
-    """The fewest prefixes covering exactly [low, high]."""
-    bits = family.bits
-    while low <= high:
-        size = low & -low if low else 1 << bits
-        while size > high - low + 1:
-            size >>= 1
-        yield Prefix(family, low, bits - size.bit_length() + 1)
-        low += size
-
-
-def _sets_mark(rule: Rule, setting: frozenset[str]) -> bool:
-    """Whether the packets that go on after `rule` may carry another mark (a goto never
-    comes back to this chain)."""
-    return any(isinstance(r.action, SetMark)
-               or (isinstance(r.action, Jump) and r.action.target in setting)
-               for r in vmap_rules(rule))
-
-
 def _may_move(between: Sequence[_Slot], later: Rule, group: _GroupKey,
               intervals: list[tuple[int, int]], setting: frozenset[str],
               budget: list[int]) -> bool:
@@ -390,7 +375,7 @@ def _may_move(between: Sequence[_Slot], later: Rule, group: _GroupKey,
         return False
     terminal = not isinstance(later.action, NON_TERMINAL)
     marks = not any(s.sets_mark for s in between) and (
-        terminal or not _sets_mark(later, setting))
+        terminal or not sets_mark(later, setting))
     for slot in between:
         budget[0] -= 1
         if budget[0] < 0:
