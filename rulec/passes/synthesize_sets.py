@@ -436,19 +436,31 @@ def _content(value: AddressSet | PortSet) -> _Content | None:
 
 def _name_sets(table: Table, limits: Thresholds) -> Table:
     uses: Counter[_Content] = Counter()
+    given: dict[_Content, set[str]] = {}  # names a frontend already chose (e.g. k8s peers)
     for chain in table.chains:
         for rule in chain.rules:
             for name in _SET_FIELDS:
                 value = getattr(rule.match, name)
                 if value is not None and (content := _content(value)) is not None:
                     uses[content] += 1
+                    if value.name is not None:
+                        given.setdefault(content, set()).add(value.name)
     chosen = sorted(c for c, n in uses.items()
                     if c[1] >= limits.large_set or (c[1] >= 2 and n >= limits.set_uses))
     if not chosen:
         return table
     names: dict[_Content, str] = {}
+    # A name a frontend gave reads better in review than a digest: keep the first (sorted)
+    # one, unless another content already holds it.
     taken: set[str] = set()
     for content in chosen:
+        kept = next((n for n in sorted(given.get(content, ())) if n not in taken), None)
+        if kept is not None:
+            taken.add(kept)
+            names[content] = kept
+    for content in chosen:
+        if content in names:
+            continue
         kind, _, text = content
         digest = hashlib.sha256(f"{kind}:{text}".encode()).hexdigest()
         length = 8  # 32 bits: a clash in one table is unlikely, and resolved here

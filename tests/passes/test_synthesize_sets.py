@@ -9,7 +9,7 @@ from rulec.api import compile_ruleset, parse_text
 from rulec.ir import nodes as ir
 from rulec.ir.evaluate import Packet, evaluate
 from rulec.ir.printer import print_ruleset
-from rulec.ir.values import TCP, AddressSet, Family, Interface, PortSet, Prefix
+from rulec.ir.values import TCP, AddressSet, Family, Interface, PortSet, Prefix, Protocol
 from rulec.ir.verify import verify
 from rulec.passes import DEFAULT_PIPELINE, PassContext
 from rulec.passes.synthesize_sets import (
@@ -226,3 +226,16 @@ def test_the_default_pipeline_ends_with_it() -> None:
         '"eth3" : drop }' in nft
     assert "vmap" not in compile_ruleset(parse_text(text), "iptables").artifact.text
     assert print_ruleset(compile_ruleset(parse_text(text), "nft").ruleset).count("# vmap") == 1
+
+
+def test_a_name_the_frontend_gave_is_kept() -> None:
+    # The Kubernetes frontend names peer sets after their policy; a digest would hide that.
+    peers = AddressSet((Prefix.parse("198.18.0.3"), Prefix.parse("198.18.0.4")), name="x_web_in0")
+    rules = tuple(ir.Rule(match=ir.Match(proto=Protocol(TCP), saddr=peers,
+                                         dport=PortSet.of(port)),
+                          action=ir.Accept()) for port in (80, 443))
+    ruleset = ir.Ruleset(tables=(ir.Table(kind=ir.TableKind.FILTER, family=Family.IP, chains=(
+        ir.Chain(name="FORWARD", hook=ir.Hook.FORWARD, rules=rules),)),))
+    out = synthesize_sets(ruleset, PassContext(named_sets=True))
+    assert {r.match.saddr.name for r in forward(out) if r.match.saddr} == {"x_web_in0"}
+    assert synthesize_sets(out, PassContext(named_sets=True)) is out
