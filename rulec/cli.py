@@ -171,11 +171,12 @@ def _compile(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     _missing_files(args.files)
     targets = tuple(args.target or api.TARGETS)
-    ruleset = api.parse_files(args.files)
     warnings: list[Diagnostic] = []
+    ruleset = api.parse_files(args.files, warnings=warnings)
     for target in targets:
         warnings.extend(api.compile_ruleset(ruleset, target).warnings)
-    _print_warnings(warnings)
+    # The passes run once per target and mostly find the same things: say each once.
+    _print_warnings(list(dict.fromkeys(warnings)))
     if not args.kernel:
         print(f"ok: {', '.join(args.files)} ({', '.join(targets)})")
         return EXIT_OK

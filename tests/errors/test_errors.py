@@ -88,3 +88,13 @@ def test_check_a_missing_file_is_a_usage_error(tmp_path: Path,
     code, out, err = run_check(["check", "missing.rules"], tmp_path, monkeypatch)
     assert (code, out) == (cli.EXIT_USAGE, "")
     assert err == "rulec: error: no such file: missing.rules\n"
+
+
+def test_check_says_each_warning_once_for_all_targets(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "p.rules").write_text(
+        "table ip filter {\n  chain INPUT {\n    accept tcp dport 1-100\n"
+        "    accept tcp dport 22\n  }\n}\n", encoding="utf-8")
+    code, out, err = run_check(["check", "p.rules"], tmp_path, monkeypatch)
+    assert code == cli.EXIT_OK and out.startswith("ok: p.rules")
+    assert err.count("warning[W0102]") == 1 and "p.rules:4:5" in err
