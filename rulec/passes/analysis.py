@@ -72,8 +72,10 @@ def _complement(intervals: list[Interval], top: int) -> list[Interval]:
     return out
 
 
-def _meet(a: list[Interval], b: list[Interval]) -> bool:
+def meet(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
     """Whether two sorted, merged interval lists share a point."""
+    if len(a) == 1 and len(b) == 1:  # the common case, e.g. one prefix against one
+        return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
     i = j = 0
     while i < len(a) and j < len(b):
         if a[i][1] < b[j][0]:
@@ -163,7 +165,7 @@ def _port_space(value: PortSet) -> list[Interval]:
 def _ports_disjoint(a: PortSet | None, b: PortSet | None) -> bool:
     # A port test needs a port, so None ("no test") is the only value that matches port-less
     # packets; two tests meet only where their port sets do.
-    return a is not None and b is not None and not _meet(_port_space(a), _port_space(b))
+    return a is not None and b is not None and not meet(_port_space(a), _port_space(b))
 
 
 def _protos_disjoint(a: Match, b: Match) -> bool:
@@ -316,8 +318,8 @@ def disjoint(a: Match, b: Match, *, marks: bool = True) -> bool:
         return False
     # Every family both can see must be ruled out by one of the two address fields.
     return all(
-        not _meet(_address_space(a.saddr, f), _address_space(b.saddr, f))
-        or not _meet(_address_space(a.daddr, f), _address_space(b.daddr, f))
+        not meet(_address_space(a.saddr, f), _address_space(b.saddr, f))
+        or not meet(_address_space(a.daddr, f), _address_space(b.daddr, f))
         for f in families)
 
 

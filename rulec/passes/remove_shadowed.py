@@ -51,7 +51,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
-from rulec.passes.analysis import mark_setting_chains
+from rulec.passes.analysis import mark_setting_chains, meet
 from rulec.passes.context import PassContext
 
 CODE = "W0102"
@@ -107,20 +107,6 @@ def _intersect(x: Intervals, y: Intervals) -> Intervals:
         else:
             j += 1
     return tuple(out)
-
-
-def _meet(x: Intervals, y: Intervals) -> bool:
-    if len(x) == 1 and len(y) == 1:
-        return x[0][0] <= y[0][1] and y[0][0] <= x[0][1]
-    i = j = 0
-    while i < len(x) and j < len(y):
-        if x[i][1] < y[j][0]:
-            i += 1
-        elif y[j][1] < x[i][0]:
-            j += 1
-        else:
-            return True
-    return False
 
 
 def _within(x: Intervals, y: Intervals) -> bool:
@@ -343,7 +329,7 @@ def _overlaps(piece: Box, cover: _Cover) -> bool:
     box = cover.box
     for d in cover.dims:
         value = piece[d]
-        if value is not None and not _meet(value, box[d] or ()):
+        if value is not None and not meet(value, box[d] or ()):
             return False
     return True
 
