@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, assert_never
 
 from rulec.backends.base import Artifact, Backend, EmitOptions
+from rulec.backends.lowering import disjoint_prefixes, merged_ranges
 from rulec.diagnostics import Collector, RulecError, Span
 from rulec.ir.nodes import (
     BUILTIN_CHAINS,
@@ -119,28 +120,6 @@ def restrict_rule(table: Table, rule: Rule, family: Family) -> Rule | None:
     return replace(rule, match=replace(m, **changes))
 
 
-def _disjoint_prefixes(prefixes: tuple[Prefix, ...]) -> tuple[Prefix, ...]:
-    # Prefixes nest or are disjoint; in AddressSet's sorted order a cover comes right before
-    # what it covers.
-    kept: list[Prefix] = []
-    for prefix in prefixes:
-        last = kept[-1] if kept else None
-        if last is None or not (last.family is prefix.family and last.first <= prefix.first
-                                and prefix.last <= last.last):
-            kept.append(prefix)
-    return tuple(kept)
-
-
-def _merge_overlaps(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-    merged: list[tuple[int, int]] = []
-    for low, high in sorted(ranges):
-        if merged and low <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
-        else:
-            merged.append((low, high))
-    return tuple(merged)
-
-
 def normalise_rule(rule: Rule) -> Rule | None:
     """Make address and port sets disjoint, so expanding them never runs an action twice; a
     /0 prefix means "any" (or, negated, that the rule never matches: None). Call after
@@ -151,7 +130,7 @@ def normalise_rule(rule: Rule) -> Rule | None:
         value: AddressSet | None = getattr(m, name)
         if value is None:
             continue
-        kept = _disjoint_prefixes(value.prefixes)
+        kept = disjoint_prefixes(value.prefixes)
         if any(p.length == 0 for p in kept):
             if value.negated:
                 return None
@@ -160,7 +139,7 @@ def normalise_rule(rule: Rule) -> Rule | None:
             changes[name] = AddressSet(kept, value.negated)
     for name in ("sport", "dport", "ct_orig_dport"):
         ports: PortSet | None = getattr(m, name)
-        if ports is not None and (merged := _merge_overlaps(ports.ranges)) != ports.ranges:
+        if ports is not None and (merged := merged_ranges(ports.ranges)) != ports.ranges:
             changes[name] = PortSet(merged, ports.negated)
     if not changes:
         return rule

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
-from rulec.ir.values import AddressSet, Family
+from rulec.ir.values import AddressSet, Family, Prefix
 from rulec.ir.verify import rule_families
 
 _NEVER = AddressSet(())  # marker: a non-negated set left with no address of the family
@@ -57,3 +57,27 @@ def _restrict(value: AddressSet | None, family: Family) -> AddressSet | None:
     if kept.prefixes:
         return kept if kept != value else value
     return None if value.negated else _NEVER
+
+
+def disjoint_prefixes(prefixes: tuple[Prefix, ...]) -> tuple[Prefix, ...]:
+    """The prefixes without those inside another: same addresses, none matched twice."""
+    # Prefixes nest or are disjoint; in AddressSet's sorted order a cover comes right before
+    # what it covers.
+    kept: list[Prefix] = []
+    for prefix in prefixes:
+        last = kept[-1] if kept else None
+        if last is None or not (last.family is prefix.family and last.first <= prefix.first
+                                and prefix.last <= last.last):
+            kept.append(prefix)
+    return tuple(kept)
+
+
+def merged_ranges(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """Port ranges with the overlapping ones joined: same ports, none matched twice."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+        else:
+            merged.append((low, high))
+    return tuple(merged)

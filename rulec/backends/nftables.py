@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import assert_never
 
 from rulec.backends.base import Artifact, Backend, EmitOptions
-from rulec.backends.lowering import split_families
+from rulec.backends.lowering import disjoint_prefixes, merged_ranges, split_families
 from rulec.diagnostics import Collector, RulecError, Span
 from rulec.ir.nodes import (
     ANY,
@@ -228,19 +228,8 @@ def disjoint_elements(value: MapValue) -> list[Prefix] | list[tuple[int, int]] |
     if isinstance(value, Interface):
         return [interface_pattern(value)]
     if isinstance(value, PortSet):
-        merged: list[tuple[int, int]] = []
-        for low, high in value.ranges:  # sorted
-            if merged and low <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
-            else:
-                merged.append((low, high))
-        return merged
-    kept: list[Prefix] = []
-    for prefix in value.prefixes:  # sorted: a cover comes right before what it covers
-        last = kept[-1] if kept else None
-        if last is None or last.family is not prefix.family or prefix.last > last.last:
-            kept.append(prefix)
-    return kept
+        return list(merged_ranges(value.ranges))
+    return list(disjoint_prefixes(value.prefixes))
 
 
 def map_key_family(vmap: Vmap) -> Family:
