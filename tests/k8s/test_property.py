@@ -158,3 +158,21 @@ def test_the_generator_reaches_both_verdicts() -> None:
 
     collect()
     assert seen == {True, False}
+
+
+def test_ipv6_only_peers_allow_nothing_to_ipv4_only_receivers() -> None:
+    # Found by the property test: with a named port, the receivers' set had only IPv4 and
+    # the peers' only IPv6; no family had both, and the rule came out testing no address.
+    inventory = (
+        "namespaces:\n- {name: a, labels: {}}\npods:\n"
+        "- {ip: 198.18.0.1, labels: {}, name: p0, namespace: a, "
+        "ports: [{name: http, port: 80}]}\n"
+        "- {ip: 198.18.0.2, labels: {}, name: p1, namespace: a, "
+        "ports: [{name: http, port: 80}]}\n")
+    policies = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                "metadata: {name: np0, namespace: a}\nspec:\n  podSelector: {}\n  ingress:\n"
+                "  - from:\n    - ipBlock: {cidr: '::/0'}\n    ports:\n    - port: http\n")
+    cluster = k8s.load_texts(("cluster.yaml", inventory), [("policy.yaml", policies)])
+    probes = list(pair_probes(["198.18.0.1", "198.18.0.2", *OUTSIDE], KINDS))
+    for target in ("nft", "iptables"):
+        assert disagreements(cluster, compiled(cluster, target), probes) == [], target

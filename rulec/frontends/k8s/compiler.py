@@ -315,6 +315,8 @@ def _rules_for(saddr: dict[Family, AddressSet | None], daddr: dict[Family, Addre
     proto = Protocol(pm.protocol) if pm.protocol is not None else None
     dport = PortSet(pm.ports) if pm.ports is not None else None
     families = [f for f in FAMILIES if f in saddr and f in daddr]
+    if not families:
+        return []  # e.g. IPv6-only peers for IPv4-only receivers: no packet can match
     if all(saddr[f] is None and daddr[f] is None for f in families):
         return [Rule(match=Match(proto=proto, dport=dport), action=action,
                      comment=comment(text), span=rule.span)]  # one rule for both families
