@@ -150,8 +150,9 @@ def icmp_types(family: Family) -> st.SearchStrategy[IcmpType]:
 @st.composite
 def _icmp_types(draw: st.DrawFn, family: Family) -> IcmpType:
     names = ICMP_TYPES if family is Family.IP else ICMPV6_TYPES
-    number = draw(st.one_of(st.sampled_from(sorted(names.values())), st.integers(0, 255)))
-    return IcmpType(family, number, draw(st.booleans()))
+    number = st.one_of(st.sampled_from(sorted(names.values())), st.integers(0, 255))
+    return IcmpType(family, tuple(draw(st.lists(number, min_size=1, max_size=3))),
+                    draw(st.booleans()))
 
 
 @functools.cache

@@ -168,6 +168,8 @@ def _excluded(m: Match) -> tuple[str, ...]:
               if (p := getattr(m, n)) is not None and p.negated and p.slots > MULTIPORT_SLOTS]
     if m.ct_orig_dport is not None and m.ct_orig_dport.negated and len(m.ct_orig_dport.ranges) > 1:
         names.append("ct_orig_dport")
+    if m.icmp_type is not None and m.icmp_type.negated and len(m.icmp_type.types) > 1:
+        names.append("icmp_type")
     return tuple(names)
 
 
@@ -184,11 +186,14 @@ def _choices(m: Match) -> Iterator[list[tuple[str, Any]]]:
     ct = m.ct_orig_dport
     if ct is not None and not ct.negated and len(ct.ranges) > 1:
         yield [("ct_orig_dport", PortSet((r,))) for r in ct.ranges]
+    icmp = m.icmp_type
+    if icmp is not None and not icmp.negated and len(icmp.types) > 1:
+        yield [("icmp_type", IcmpType(icmp.family, (t,))) for t in icmp.types]
 
 
 def expand_rule(rule: Rule) -> tuple[Rule, ...]:
-    """One rule per combination of addresses, port chunks and ct original ports (saddr
-    outermost). The pieces are disjoint, so each packet matches at most one result."""
+    """One rule per combination of addresses, port chunks, ct original ports and icmp types
+    (saddr outermost). The pieces are disjoint, so each packet matches at most one result."""
     choices = list(_choices(rule.match))
     if not choices:
         return (rule,)
@@ -244,18 +249,21 @@ def _jump(rule: Rule, chain: str) -> Rule:
 
 
 def _exclusions(rule: Rule, names: tuple[str, ...]) -> Iterator[Rule]:
-    """`-j RETURN` for every excluded element (port chunks keep the protocol they need)."""
+    """`-j RETURN` for every excluded element (port chunks and icmp types keep the protocol
+    they need)."""
     m = rule.match
     for name in names:
         value = getattr(m, name)
-        pieces: tuple[AddressSet | PortSet, ...]
+        pieces: tuple[AddressSet | PortSet | IcmpType, ...]
         if isinstance(value, AddressSet):
             pieces = tuple(AddressSet((p,)) for p in value.prefixes)
+        elif isinstance(value, IcmpType):
+            pieces = tuple(IcmpType(value.family, (t,)) for t in value.types)
         elif name == "ct_orig_dport":
             pieces = tuple(PortSet((r,)) for r in value.ranges)
         else:
             pieces = chunk_ports(PortSet(value.ranges))
-        proto = m.proto if name in ("sport", "dport") else None
+        proto = m.proto if name in ("sport", "dport", "icmp_type") else None
         for piece in pieces:
             field: dict[str, Any] = {name: piece}
             match = replace(Match(proto=proto), **field)
@@ -440,11 +448,12 @@ def _port_matches(m: Match, span: Span | None) -> Iterator[str]:
 
 
 def _icmp(value: IcmpType, span: Span | None) -> str:
+    (number,) = value.types  # lowering leaves one type per rule
     if value.family is Family.IP:
-        if value.type == 255:  # the icmp match reads type 255 as "any type"
+        if number == 255:  # the icmp match reads type 255 as "any type"
             raise _fail("E0406", "iptables reads icmp type 255 as `any`", span)
-        return f"-m icmp {_neg(value.negated)}--icmp-type {value.type}"
-    return f"-m icmp6 {_neg(value.negated)}--icmpv6-type {value.type}"
+        return f"-m icmp {_neg(value.negated)}--icmp-type {number}"
+    return f"-m icmp6 {_neg(value.negated)}--icmpv6-type {number}"
 
 
 _CT_ORDER = (CtState.INVALID, CtState.NEW, CtState.RELATED, CtState.ESTABLISHED,

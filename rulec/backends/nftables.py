@@ -53,6 +53,7 @@ from rulec.ir.values import (
     PORT_PROTOCOLS,
     AddressSet,
     AddrType,
+    CtState,
     CtStates,
     Family,
     IcmpType,
@@ -221,12 +222,17 @@ def set_interval(value: NamedSet) -> bool:
     return not all(p.is_host for p in value.prefixes)
 
 
-def disjoint_elements(value: MapValue) -> list[Prefix] | list[tuple[int, int]] | list[str]:
+def disjoint_elements(
+    value: MapValue,
+) -> list[Prefix] | list[tuple[int, int]] | list[str] | list[CtState]:
     """A value's elements with none overlapping, as named sets and maps need ("conflicting
     intervals specified"; anonymous sets merge by themselves): a prefix inside another goes,
-    overlapping port ranges join. Membership is unchanged."""
+    overlapping port ranges join. Membership is unchanged. A packet has exactly one ct state,
+    so a map looks each state up as its own element."""
     if isinstance(value, Interface):
         return [interface_pattern(value)]
+    if isinstance(value, CtStates):
+        return list(value.ordered)
     if isinstance(value, PortSet):
         return list(merged_ranges(value.ranges))
     return list(disjoint_prefixes(value.prefixes))
@@ -268,9 +274,9 @@ def protocol_value(number: int) -> str | int:
     return PROTOCOL_WORDS.get(number, number)
 
 
-def icmp_type_value(value: IcmpType) -> str | int:
+def icmp_type_values(value: IcmpType) -> list[str | int]:
     names = ICMP_NAMES if value.family is Family.IP else ICMPV6_NAMES
-    return names.get(value.type, value.type)
+    return [names.get(t, t) for t in value.types]
 
 
 def reject_code(family: Family, with_: RejectWith | None) -> tuple[str, str | None] | None:
@@ -476,9 +482,11 @@ def _set_declaration(value: NamedSet) -> list[str]:
     return lines
 
 
-def _element(item: Prefix | tuple[int, int] | str) -> str:
+def _element(item: Prefix | tuple[int, int] | str | CtState) -> str:
     if isinstance(item, Prefix):
         return str(item)
+    if isinstance(item, CtState):
+        return item.value
     if isinstance(item, tuple):
         return _port_range(item)
     return quote(item, None)
@@ -590,7 +598,8 @@ def _tcp_flags(value: TcpFlags) -> str:
 
 def _icmp_type(value: IcmpType) -> str:
     protocol = "icmp" if value.family is Family.IP else "icmpv6"
-    return f"{protocol} type {_neg(value.negated)}{icmp_type_value(value)}"
+    items = [str(v) for v in icmp_type_values(value)]
+    return f"{protocol} type {_neg(value.negated)}{_set(items)}"
 
 
 def _mark(value: Mark) -> str:
@@ -647,6 +656,8 @@ def _map_key(m: Match, vmap: Vmap) -> str:
             return f"{PROTOCOL_WORDS[m.proto.number]} {vmap.key.value}"
         case MapKey.IIFNAME | MapKey.OIFNAME:
             return "iifname" if vmap.key is MapKey.IIFNAME else "oifname"
+        case MapKey.CT_STATE:
+            return "ct state"
         case _:
             assert_never(vmap.key)
 

@@ -24,7 +24,7 @@ from rulec.backends.nftables import (
     decision_rule,
     disjoint_elements,
     explicit_proto,
-    icmp_type_value,
+    icmp_type_values,
     identifier,
     interface_pattern,
     lower,
@@ -75,6 +75,7 @@ from rulec.ir.values import (
     MAX_MARK,
     AddressSet,
     AddrType,
+    CtState,
     CtStates,
     Family,
     IcmpType,
@@ -144,9 +145,11 @@ def _set_declaration(table: Table, value: NamedSet) -> Json:
     return out
 
 
-def _element(item: Prefix | tuple[int, int] | str) -> Any:
+def _element(item: Prefix | tuple[int, int] | str | CtState) -> Any:
     if isinstance(item, Prefix):
         return _prefix(item)
+    if isinstance(item, CtState):
+        return item.value
     if isinstance(item, tuple):
         return _range(*item)
     return text(item, None)
@@ -295,7 +298,8 @@ def _tcp_flags(value: TcpFlags) -> Json:
 
 def _icmp_type(value: IcmpType) -> Json:
     protocol = "icmp" if value.family is Family.IP else "icmpv6"
-    return _match(_payload(protocol, "type"), icmp_type_value(value), _op(value.negated))
+    return _match(_payload(protocol, "type"), _set(icmp_type_values(value)),
+                  _op(value.negated))
 
 
 def _mark(value: Mark) -> Json:
@@ -353,6 +357,8 @@ def _map_key(m: Match, vmap: Vmap) -> Json:
             return _payload(PROTOCOL_WORDS[m.proto.number], vmap.key.value)
         case MapKey.IIFNAME | MapKey.OIFNAME:
             return _meta(vmap.key.value)
+        case MapKey.CT_STATE:
+            return {"ct": {"key": "state"}}
         case _:
             assert_never(vmap.key)
 

@@ -418,7 +418,7 @@ class _Lowering:
         if pending is None:
             return
         assert isinstance(pending, tuple)
-        negated, token = pending
+        negated, tokens = pending
         proto = fields.get("proto")
         number = proto.number if isinstance(proto, Protocol) else None
         if number not in (ICMP, ICMPV6):
@@ -427,21 +427,25 @@ class _Lowering:
             return
         family = Family.IP if number == ICMP else Family.IP6
         table = ICMP_TYPES if number == ICMP else ICMPV6_TYPES
-        if token.type == "INT":
-            value = _number(token)
-        elif token in table:
-            value = table[token]
-        else:
-            close = difflib.get_close_matches(str(token), list(table), n=1)
-            notes = [f"did you mean {close[0]}?"] if close else ["or give the type number"]
-            self.out.error("E0311", f"unknown {'icmp' if number == ICMP else 'icmpv6'} type "
-                           f"{token!s}", self.span(token), *notes)
-            return
-        if value > 255:
-            self.out.error("E0311", f"icmp type {token!s} is out of range (0-255)",
-                           self.span(token))
-            return
-        fields["icmp_type"] = IcmpType(family, value, negated)
+        values = []
+        for token in tokens:
+            if token.type == "INT":
+                value = _number(token)
+            elif token in table:
+                value = table[token]
+            else:
+                close = difflib.get_close_matches(str(token), list(table), n=1)
+                notes = [f"did you mean {close[0]}?"] if close else ["or give the type number"]
+                self.out.error("E0311", f"unknown {'icmp' if number == ICMP else 'icmpv6'} "
+                               f"type {token!s}", self.span(token), *notes)
+                continue
+            if value > 255:
+                self.out.error("E0311", f"icmp type {token!s} is out of range (0-255)",
+                               self.span(token))
+                continue
+            values.append(value)
+        if len(values) == len(tokens):
+            fields["icmp_type"] = IcmpType(family, tuple(values), negated)
 
     # ------------------------------------------------------------------ clauses
     def neg(self, token: Token | Tree[Token] | None) -> bool:
@@ -630,10 +634,11 @@ class _Lowering:
                            "use " + ", ".join(k.value for k in AddrTypeKind))
             return None
 
-    def clause_icmp_type(self, tree: Tree[Token]) -> tuple[bool, Token]:
-        neg, token = tree.children
-        assert isinstance(token, Token)
-        return self.neg(neg), token  # resolved once the rule's protocol is known
+    def clause_icmp_type(self, tree: Tree[Token]) -> tuple[bool, list[Token]]:
+        neg, types = tree.children
+        assert isinstance(types, Tree)
+        tokens = [t for t in types.children if isinstance(t, Token) and t.type in ("NAME", "INT")]
+        return self.neg(neg), tokens  # resolved once the rule's protocol is known
 
     def clause_mark(self, tree: Tree[Token]) -> Mark | None:
         _, neg, value = tree.children

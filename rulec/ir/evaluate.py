@@ -258,7 +258,7 @@ class _Run:
         if m.icmp_type is not None:
             if m.icmp_type.family is not p.family or p.icmp_type is None:
                 return False
-            if (p.icmp_type == m.icmp_type.type) == m.icmp_type.negated:
+            if not m.icmp_type.contains(p.icmp_type):
                 return False
         if m.mark is not None and ((p.mark & m.mark.mask) == m.mark.value) == m.mark.negated:
             return False

@@ -15,6 +15,7 @@ from rulec.diagnostics import Span
 from rulec.ir.values import (
     AddressSet,
     AddrType,
+    CtState,
     CtStates,
     Family,
     IcmpType,
@@ -203,10 +204,11 @@ class MapKey(enum.Enum):
     DPORT = "dport"
     IIFNAME = "iifname"
     OIFNAME = "oifname"
+    CT_STATE = "ct_state"
 
 
 # What a verdict map entry holds: a non-negated value of its key's field, and a verdict.
-MapValue = AddressSet | PortSet | Interface
+MapValue = AddressSet | PortSet | Interface | CtStates
 MapVerdict = Accept | Drop | Return | Jump | Goto
 
 
@@ -216,6 +218,8 @@ def _entry_key(entry: tuple[MapValue, MapVerdict]) -> tuple[object, ...]:
         return tuple(p.sort_key for p in value.prefixes)
     if isinstance(value, PortSet):
         return value.ranges
+    if isinstance(value, CtStates):
+        return tuple(list(CtState).index(s) for s in value.ordered)
     return (value.name,)
 
 

@@ -158,7 +158,8 @@ def rule_text(rule: ir.Rule) -> str:
 
 
 _MAP_WORDS = {ir.MapKey.SADDR: "from", ir.MapKey.DADDR: "to", ir.MapKey.SPORT: "sport",
-              ir.MapKey.DPORT: "dport", ir.MapKey.IIFNAME: "in", ir.MapKey.OIFNAME: "out"}
+              ir.MapKey.DPORT: "dport", ir.MapKey.IIFNAME: "in", ir.MapKey.OIFNAME: "out",
+              ir.MapKey.CT_STATE: "ct state"}
 
 
 def _rule_lines(rule: ir.Rule) -> list[str]:

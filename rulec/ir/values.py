@@ -296,23 +296,35 @@ ICMPV6_TYPES: dict[str, int] = {
 
 @dataclass(frozen=True, slots=True)
 class IcmpType:
-    """An ICMP (family IP) or ICMPv6 (family IP6) type."""
+    """A set of ICMP (family IP) or ICMPv6 (family IP6) types; `negated` matches every other
+    type of that family (still only ICMP packets of it)."""
 
     family: Family
-    type: int
+    types: tuple[int, ...]
     negated: bool = False
 
     def __post_init__(self) -> None:
-        if self.family is Family.INET or not 0 <= self.type <= 255:
-            raise ValueError(f"bad icmp type {self.type}")
+        if self.family is Family.INET or not self.types or not all(
+                0 <= t <= 255 for t in self.types):
+            raise ValueError(f"bad icmp types {self.types}")
+        canonical = tuple(sorted(set(self.types)))
+        if canonical != self.types:
+            object.__setattr__(self, "types", canonical)
 
-    @property
-    def name(self) -> str | None:
+    @classmethod
+    def of(cls, family: Family, *types: int, negated: bool = False) -> IcmpType:
+        return cls(family, types, negated)
+
+    def name(self, number: int) -> str | None:
         table = ICMP_TYPES if self.family is Family.IP else ICMPV6_TYPES
-        return next((n for n, t in table.items() if t == self.type), None)
+        return next((n for n, t in table.items() if t == number), None)
+
+    def contains(self, number: int) -> bool:
+        return (number in self.types) != self.negated
 
     def __str__(self) -> str:
-        body = self.name or str(self.type)
+        items = [self.name(t) or str(t) for t in self.types]
+        body = items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
         return f"!= {body}" if self.negated else body
 
 

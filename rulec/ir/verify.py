@@ -41,6 +41,8 @@ from rulec.ir.values import (
     PORT_PROTOCOLS,
     TCP,
     AddressSet,
+    CtState,
+    CtStates,
     Family,
     Interface,
     PortSet,
@@ -292,6 +294,7 @@ def _no_iif_hooks(table: Table) -> tuple[Hook, ...]:
 _KEY_TYPES: dict[MapKey, type] = {
     MapKey.SADDR: AddressSet, MapKey.DADDR: AddressSet, MapKey.SPORT: PortSet,
     MapKey.DPORT: PortSet, MapKey.IIFNAME: Interface, MapKey.OIFNAME: Interface,
+    MapKey.CT_STATE: CtStates,
 }
 
 
@@ -318,6 +321,9 @@ def _verify_vmap(table: Table, chain: Chain, rule: Rule, vmap: Vmap, proto: int 
             spans.extend((p.family.bits, p.first, p.last) for p in value.prefixes)
         elif isinstance(value, PortSet):
             if not value.ranges:
+                out.error("E0310", "verdict map entry is an empty set", span)
+        elif isinstance(value, CtStates):
+            if not value.states:
                 out.error("E0310", "verdict map entry is an empty set", span)
         elif isinstance(value, Interface):
             if value.is_wildcard:
@@ -352,6 +358,8 @@ def _entries_disjoint(vmap: Vmap) -> bool:
             own = sorted((p.family.bits, p.first, p.last) for p in value.prefixes)
         elif isinstance(value, PortSet):
             own = sorted((0, low, high) for low, high in value.ranges)
+        elif isinstance(value, CtStates):  # a space of its own, apart from the ports' 0
+            own = sorted((1, i, i) for i, s in enumerate(CtState) if s in value.states)
         # One entry's own elements may overlap: join them first.
         merged: list[tuple[int, int, int]] = []
         for space, low, high in own:

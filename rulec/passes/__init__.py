@@ -17,6 +17,7 @@ from rulec.passes.aggregate_addresses import aggregate_addresses
 from rulec.passes.context import PassContext
 from rulec.passes.dedup_chains import dedup_chains
 from rulec.passes.merge_addresses import merge_addresses
+from rulec.passes.merge_icmp_types import merge_icmp_types
 from rulec.passes.merge_multiport import merge_multiport
 from rulec.passes.remove_shadowed import remove_shadowed
 from rulec.passes.remove_unreachable import remove_unreachable
@@ -26,8 +27,8 @@ PassFn = Callable[[Ruleset, PassContext], Ruleset]
 
 # Every pass, by name; order of DEFAULT_PIPELINE matters and is explained there.
 _ALL: tuple[PassFn, ...] = (
-    remove_unreachable, aggregate_addresses, dedup_chains, merge_multiport, merge_addresses,
-    remove_shadowed, synthesize_sets,
+    remove_unreachable, aggregate_addresses, dedup_chains, merge_multiport, merge_icmp_types,
+    merge_addresses, remove_shadowed, synthesize_sets,
 )
 
 PASSES: dict[str, PassFn] = {fn.__name__: fn for fn in _ALL}
@@ -45,6 +46,7 @@ DEFAULT_PIPELINE: tuple[str, ...] = (
     # Retargeting makes `jump a` / `jump b` equal rules, which the merges can then join.
     "dedup_chains",
     "merge_multiport",
+    "merge_icmp_types",
     # After the port merges: rules that differed in ports and addresses now differ in one.
     "merge_addresses",
     # Address merges make rules that differed in both differ only in ports: merge again.

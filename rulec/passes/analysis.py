@@ -240,11 +240,12 @@ def _flag_values(value: TcpFlags) -> frozenset[int]:
 def _icmp_disjoint(a: IcmpType, b: IcmpType) -> bool:
     if a.family is not b.family:
         return True
-    if a.negated and b.negated:
-        return False  # 256 types; two exclusions leave some
+    if a.negated and b.negated:  # disjoint only if the two exclusions leave no type
+        return len(set(a.types) | set(b.types)) == 256
     if not a.negated and not b.negated:
-        return a.type != b.type
-    return a.type == b.type
+        return not set(a.types) & set(b.types)
+    positive, negative = (a, b) if b.negated else (b, a)
+    return set(positive.types) <= set(negative.types)
 
 
 def _mark_empty(value: Mark) -> bool:
@@ -406,8 +407,13 @@ def merge_rules(ruleset: Ruleset, fields: tuple[str, ...]) -> Ruleset:
     return replace(ruleset, tables=tuple(tables))
 
 
-def _union(values: Sequence[AddressSet | PortSet]) -> AddressSet | PortSet:
+def _union(values: Sequence[AddressSet | PortSet | IcmpType]) -> AddressSet | PortSet | IcmpType:
     """The collapsed union of non-negated sets of one kind, computed once for all of them."""
+    if isinstance(values[0], IcmpType):
+        family = values[0].family
+        assert all(isinstance(v, IcmpType) and v.family is family for v in values)
+        return IcmpType(family, tuple(t for v in values if isinstance(v, IcmpType)
+                                      for t in v.types))
     if isinstance(values[0], AddressSet):
         prefixes = [p for v in values if isinstance(v, AddressSet) for p in v.prefixes]
         return AddressSet(collapse_prefixes(prefixes))

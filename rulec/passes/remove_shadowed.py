@@ -253,8 +253,8 @@ def _box(m: Match, family: Family, exact: list[bool]) -> Box | None:
     if m.dst_type is not None:
         dims[DTYPE] = _kinds(m.dst_type)
     if m.icmp_type is not None:
-        point = ((m.icmp_type.type, m.icmp_type.type),)
-        dims[ICMP] = _complement(point, 0, 255) if m.icmp_type.negated else point
+        inside = _merge((t, t) for t in m.icmp_type.types)
+        dims[ICMP] = _complement(inside, 0, 255) if m.icmp_type.negated else inside
     if m.mark is not None:
         try:
             dims[MARK] = _mark(m.mark)

@@ -12,15 +12,19 @@ address and port sets become named sets.
     (the IR printer writes the map as its rules under `# vmap on in:`, a set as `$name`)
 
 Why these thresholds (kernel-costs.md): a packet pays about 6 ns for every linear rule it
-does not match, and one map or set lookup costs about what no rule costs; so a map of
-MIN_MAP_RULES = 4 rules already saves a packet 3 rule evaluations, while 2 or 3 rules read
-better as rules and cost the same. A named set costs the kernel no more than an anonymous
-one, but is declared and loaded once however many rules use it (nft's load time grows
-faster than linearly with the number of anonymous sets), and its elements can later be
-changed in one cheap transaction: so a set of 2 or more elements used by MIN_SET_USES = 2
-rules of a table is named, and so is any set of LARGE_SET = 16 or more elements (a rule
-line that long is unreadable, and it is the set one wants to update). A single element is
-never named: nft compares it directly, which is cheaper than a set lookup.
+does not match, and one map or set lookup costs about what no rule costs; so a map is never
+dearer than its rules, and already MIN_MAP_RULES = 2 rules save the packets that miss the
+first one a rule evaluation. `nft -o` maps two adjacent rules too (the wiki's
+`ct state vmap { established : accept, related : accept, invalid : drop }`), and rulec's
+output must never hold more rules than nft's own optimiser leaves.
+
+A named set costs the kernel no more than an anonymous one, but is declared and loaded once
+however many rules use it (nft's load time grows faster than linearly with the number of
+anonymous sets), and its elements can later be changed in one cheap transaction: so a set of
+2 or more elements used by MIN_SET_USES = 2 rules of a table is named, and so is any set of
+LARGE_SET = 16 or more elements (a rule line that long is unreadable, and it is the set one
+wants to update). A single element is never named: nft compares it directly, which is
+cheaper than a set lookup.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from rulec.ir.nodes import (
     Vmap,
     keyed,
 )
-from rulec.ir.values import AddressSet, Family, Interface, PortSet
+from rulec.ir.values import AddressSet, CtState, CtStates, Family, Interface, PortSet
 from rulec.passes.analysis import (
     disjoint,
     mark_setting_chains,
@@ -60,7 +64,7 @@ from rulec.passes.analysis import (
 )
 from rulec.passes.context import PassContext
 
-MIN_MAP_RULES = 4
+MIN_MAP_RULES = 2
 MIN_SET_USES = 2
 LARGE_SET = 16
 # Rule comparisons one rule's search for a map to join may cost before it stays where it is
@@ -89,7 +93,7 @@ def synthesize_sets(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
     (`ctx.named_sets`); returns `ruleset` itself otherwise or when nothing qualifies.
 
     Verdict maps: rules of one chain with the same match but for one key field (in, out,
-    from, to, sport, dport), no statements, no rate limit, the same comment and a map
+    from, to, sport, dport, ct state), no statements, no rate limit, the same comment and a map
     verdict (accept, drop, return, jump, goto) become one rule `<key> vmap { ... }` at the
     place of the first of them. First-match order is kept exactly: a later rule joins only if
     every rule it moves past is disjoint from it or ends the walk with the same action
@@ -250,7 +254,7 @@ def _verdict(rule: Rule) -> MapVerdict:
 
 
 def _plain(value: Any) -> MapValue:
-    assert isinstance(value, AddressSet | PortSet | Interface)
+    assert isinstance(value, AddressSet | PortSet | Interface | CtStates)
     if isinstance(value, AddressSet | PortSet) and value.name is not None:
         return replace(value, name=None)
     return value
@@ -317,6 +321,9 @@ class _Taken:
             return value, left
         if isinstance(value, PortSet):
             return PortSet(tuple(left)), left
+        if isinstance(value, CtStates):
+            return CtStates(frozenset(_STATES[i] for low, high in left
+                                      for i in range(low, high + 1))), left
         assert isinstance(value, AddressSet)
         family = value.prefixes[0].family
         return AddressSet(tuple(p for low, high in left
@@ -344,9 +351,14 @@ class _Taken:
             self.calls.insert(at, call)
 
 
+_STATES = tuple(CtState)  # a state's interval is its index here
+
+
 def _intervals(value: MapValue) -> list[tuple[int, int]]:
     if isinstance(value, PortSet):
         return merge_intervals(value.ranges)
+    if isinstance(value, CtStates):
+        return merge_intervals((i, i) for i, s in enumerate(_STATES) if s in value.states)
     assert isinstance(value, AddressSet)
     return merge_intervals((p.first, p.last) for p in value.prefixes)
 

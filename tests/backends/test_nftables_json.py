@@ -145,7 +145,7 @@ JSON_CASES: list[tuple[str, Rule, Family, TableKind, Hook, list[Any]]] = [
       m({"fib": {"result": "type", "flags": ["daddr"]}}, "broadcast", "!="), ACCEPT]),
     ("tcp-flags", Rule(match=Match(proto=TCP, tcp_flags=SYN_ONLY), action=Accept()),
      INET, F, Hook.INPUT, [m({"&": [TCP_FLAGS, ["syn", "rst"]]}, "syn"), ACCEPT]),
-    ("icmp", Rule(match=Match(proto=Protocol(58), icmp_type=IcmpType(IP6, 135, True)),
+    ("icmp", Rule(match=Match(proto=Protocol(58), icmp_type=IcmpType(IP6, (135,), True)),
                   action=Accept()), INET, F, Hook.INPUT,
      [m(payload("icmpv6", "type"), "nd-neighbor-solicit", "!="), ACCEPT]),
     ("mark", Rule(match=Match(mark=Mark(1, 0xff)), action=Accept()), INET, F, Hook.INPUT,

@@ -109,7 +109,7 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class Attempt:
     dst: str
-    port: int
+    port: int  # ignored by "icmp" (an echo request, answered by the peer's kernel)
     proto: str = "tcp"
     src: str | None = None
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import selectors
 import socket
+import struct
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,9 +59,51 @@ def serve(proto: str, ports: list[int]) -> None:
             except OSError:  # a client that gave up must not take the server down
                 continue
 
+def _checksum(data: bytes) -> int:
+    padded = data + b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(padded) // 2}H", padded))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ping(dst: str, src: str | None, timeout: float) -> dict[str, Any]:
+    """One ICMP / ICMPv6 echo request, and the wait for its reply (the peer's kernel answers).
+
+    A raw socket (we are root; ping sockets are off by default in a namespace) sees every
+    reply, so each attempt picks its own identifier and waits for that one."""
+    v6 = ":" in dst
+    family, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (
+        socket.AF_INET, socket.IPPROTO_ICMP)
+    request, reply = (128, 129) if v6 else (8, 0)
+    ident = random.randrange(1 << 16)
+    packet = struct.pack("!BBHHH", request, 0, 0, ident, 1) + b"probe"
+    if not v6:  # the kernel fills in ICMPv6 checksums, not ICMP ones
+        packet = packet[:2] + struct.pack("!H", _checksum(packet)) + packet[4:]
+    deadline = time.monotonic() + timeout
+    with socket.socket(family, socket.SOCK_RAW, proto) as sock:
+        if src:
+            sock.bind((src, 0))
+        sock.sendto(packet, (dst, 0))
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(2048)
+            except OSError as exc:
+                return {"connected": False, "reply": None, "error": str(exc) or "timeout"}
+            if not v6:
+                data = data[(data[0] & 0x0F) * 4:]  # raw IPv4 sockets keep the IP header
+            if len(data) >= 8 and data[0] == reply and struct.unpack("!H", data[4:6])[0] == ident:
+                return {"connected": True, "reply": None, "error": None}
+    return {"connected": False, "reply": None, "error": "timeout"}
+
+
 def attempt(spec: dict[str, Any]) -> dict[str, Any]:
-    """One connection (TCP) or datagram exchange (UDP) from spec["src"] to spec["dst"]."""
+    """One connection (TCP), datagram exchange (UDP) or echo (icmp, port ignored) from
+    spec["src"] to spec["dst"]."""
     dst, port, src, timeout = spec["dst"], spec["port"], spec.get("src"), spec["timeout"]
+    if spec["proto"] == "icmp":
+        return ping(dst, src, timeout)
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     kind = socket.SOCK_STREAM if spec["proto"] == "tcp" else socket.SOCK_DGRAM
     with socket.socket(family, kind) as sock:

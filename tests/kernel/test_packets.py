@@ -146,3 +146,30 @@ def test_ipv6_destination_port(topology: Topology, target: Target) -> None:
                                                Attempt(t.server6, 8081)])
     assert allowed.connected and allowed.peer == t.client6
     assert not dropped.connected
+
+
+@pytest.mark.parametrize(("types", "passes"), [
+    ("{ timestamp-request, echo-request }", True),
+    ("{ timestamp-request, destination-unreachable }", False),
+])
+def test_icmp_type_set(topology: Topology, target: Target, types: str, passes: bool) -> None:
+    """An echo request gets through `accept icmp type <set>` only if the set holds it (its
+    reply is established)."""
+    t = topology
+    target.apply(t, forward_policy(f"accept icmp type {types}"))
+    [echo] = attempts(t.client, [Attempt(t.server4, 0, "icmp")])
+    assert echo.connected is passes
+
+
+@pytest.mark.parametrize(("types", "passes"), [
+    ("{ echo-request, 200 }", True),
+    ("{ destination-unreachable, packet-too-big }", False),
+])
+def test_negated_icmpv6_type_set(topology: Topology, target: Target, types: str,
+                                 passes: bool) -> None:
+    """`drop icmpv6 type != <set>` drops every echo request but those the set names; iptables
+    needs a helper chain of RETURNs for it."""
+    t = topology
+    target.apply(t, forward_policy(f"drop icmpv6 type != {types}", "accept icmpv6"), ipv6=True)
+    [echo] = attempts(t.client, [Attempt(t.server6, 0, "icmp")])
+    assert echo.connected is passes

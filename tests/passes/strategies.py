@@ -156,8 +156,8 @@ def _match(draw: st.DrawFn, pool: Pool, place: Place) -> ir.Match:
         fields["family"] = family  # as the frontend does for icmp and icmpv6
         proto = Protocol(number)
         if draw(st.booleans()):
-            fields["icmp_type"] = IcmpType(family, draw(st.sampled_from((0, 8))),
-                                           draw(st.booleans()))
+            types = draw(st.lists(st.sampled_from((0, 3, 8)), min_size=1, max_size=2))
+            fields["icmp_type"] = IcmpType(family, tuple(types), draw(st.booleans()))
     elif proto_kind in ("tcp", "udp"):
         proto = Protocol(TCP if proto_kind == "tcp" else UDP)
     elif proto_kind == "not-tcp":

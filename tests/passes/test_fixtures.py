@@ -189,6 +189,7 @@ class _Pool:
     ports: set[int] = field(default_factory=set)
     names: set[str] = field(default_factory=set)
     marks: set[int] = field(default_factory=set)
+    icmp_types: set[int] = field(default_factory=set)
 
 
 def _pool(rules: list[ir.Rule]) -> _Pool:
@@ -208,6 +209,8 @@ def _pool(rules: list[ir.Rule]) -> _Pool:
         for ports in (m.sport, m.dport, m.ct_orig_dport):
             for low, high in ports.ranges if ports is not None else ():
                 pool.ports |= {v for v in (low - 1, low, high, high + 1) if 0 <= v <= MAX_PORT}
+        for number in m.icmp_type.types if m.icmp_type is not None else ():
+            pool.icmp_types |= {v for v in (number - 1, number, number + 1) if 0 <= v <= 255}
         for iface in (m.iifname, m.oifname):
             if iface is not None:
                 stem = iface.name.rstrip("+")
@@ -236,6 +239,7 @@ def _packets(ruleset: ir.Ruleset, per_rule: int = 50) -> list[Packet]:
     ports = sorted(every.ports | {0, 22, 80, MAX_PORT})
     names = sorted(every.names | {"eth0", "lo"})
     marks = sorted(every.marks | {0})
+    icmp_types = sorted(every.icmp_types | {0, 3, 8})
     rnd = random.Random(1)  # fixed: a fixture failure must be reproducible
     out = []
     for rule in rules or [ir.Rule(action=ir.Accept())]:
@@ -253,7 +257,8 @@ def _packets(ruleset: ir.Ruleset, per_rule: int = 50) -> list[Packet]:
                 dport=_pick(rnd, own.ports, ports) if has_ports else None,
                 iif=_pick(rnd, own.names, names), oif=_pick(rnd, own.names, names),
                 ct_state=rnd.choice(list(CtState)), tcp_flags=rnd.choice(_FLAGS),
-                icmp_type=rnd.choice((0, 3, 8)) if proto in (ICMP, ICMPV6) else None,
+                icmp_type=_pick(rnd, own.icmp_types, icmp_types) if proto in (ICMP, ICMPV6)
+                else None,
                 mark=_pick(rnd, own.marks, marks), under_limit=rnd.random() < 0.8))
     return out
 

@@ -47,6 +47,19 @@ def synthesized(rules: list[str], family: str = "ip") -> ir.Ruleset:
     return out
 
 
+# With maps of 4 or more, three plain dispatch rules and an odd one make a map only if the
+# odd one joins it.
+FOUR = Thresholds(map_rules=4)
+
+
+def synthesized_four(rules: list[str]) -> ir.Ruleset:
+    ruleset = parse_text(policy(rules))
+    out = synthesize(ruleset, FOUR)
+    verify(out)
+    assert synthesize(out, FOUR) is out, "not idempotent"
+    return out
+
+
 # ------------------------------------------------------------------ verdict maps
 
 
@@ -104,8 +117,22 @@ def test_overlaps_are_resolved_in_first_match_order() -> None:
     assert "vmap {" in compile_ruleset(out, "nft", passes=()).artifact.text
 
 
+def test_two_rules_make_a_map_as_nft_o_would() -> None:
+    """`nft -o` maps two adjacent rules; rulec's output must never be larger than its."""
+    out = synthesized(["accept ct state established,related", "drop ct state invalid",
+                       "accept in lo"])
+    [vmap] = maps(out)
+    assert vmap.key is ir.MapKey.CT_STATE and len(forward(out)) == 2
+    text = compile_ruleset(out, "nft", passes=()).artifact.text
+    assert "ct state vmap { invalid : drop, established : accept, related : accept }" in text
+
+
+def test_a_lone_dispatch_rule_stays_a_rule() -> None:
+    assert not maps(synthesized(["jump a in eth0", "accept tcp"]))
+
+
+# Each case: three rules that would make a map, and one that must not join it.
 MUST_NOT_FIRE = {
-    "fewer rules than a map is worth": ["jump a in eth0", "jump b in eth1", "drop in eth2"],
     "a statement": ["jump a in eth0", "jump b in eth1", "drop in eth2", "accept in eth3 counter"],
     "a rate limit": ["jump a in eth0", "jump b in eth1", "drop in eth2",
                      "accept in eth3 limit 5/second"],
@@ -130,7 +157,7 @@ MUST_NOT_FIRE = {
 
 @pytest.mark.parametrize("rules", MUST_NOT_FIRE.values(), ids=MUST_NOT_FIRE.keys())
 def test_must_not_fire(rules: list[str]) -> None:
-    assert not maps(synthesized(rules))
+    assert not maps(synthesized_four(rules))
 
 
 def test_a_mark_set_in_between_is_judged_without_marks() -> None:
@@ -138,8 +165,8 @@ def test_a_mark_set_in_between_is_judged_without_marks() -> None:
     no mark changes; a mark set in between can make the packet meet both."""
     base = ["jump a in eth0 mark 0x1", "jump b in eth1 mark 0x1", "drop mark 0x2",
             "accept in eth2 mark 0x1", "drop in eth3 mark 0x1"]
-    assert maps(synthesized(base))
-    assert not maps(synthesized([*base[:2], "mark set 0x2", *base[2:]]))
+    assert maps(synthesized_four(base))
+    assert not maps(synthesized_four([*base[:2], "mark set 0x2", *base[2:]]))
 
 
 def test_address_maps_hold_one_family() -> None:
