@@ -8,7 +8,8 @@ groups to one host on one port, then one rule that accepts the benchmark client.
 walks the whole FORWARD chain before that rule (replies take the conntrack shortcut), so the
 connection rate shows what each rule costs a packet. "IR rules/SYN" is what the reference
 evaluator tests on the optimised IR; iptables then writes one kernel rule per prefix of a
-merged set (no ipset), so its kernel walk does not shrink. client -- router -- server namespaces as
+merged set, so its kernel walk does not shrink, unless --ipset makes each set one hash lookup
+("default+ipset"; needs the ipset tool). client -- router -- server namespaces as
 in tests/kernel/probe.py; the client connects and closes in a loop for a fixed time, right
 after a run through the empty router ("vs empty" is the ratio of the two, so load drift
 between runs cancels out). Also
@@ -19,6 +20,7 @@ nft; prints why it cannot run otherwise.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 from collections.abc import Iterator
@@ -85,6 +87,7 @@ def rate(topo: Topology, seconds: float) -> float:
 def flush(topo: Topology) -> None:
     topo.router.run(["nft", "flush", "ruleset"])
     topo.router.run(["iptables-nft", "-F"], check=False)
+    topo.router.run(["ipset", "destroy"], check=False)  # the router's own sets, once unused
 
 
 @contextmanager
@@ -118,7 +121,7 @@ def main() -> None:
             sys.exit(f"cannot measure: {reason}")
     print(f"TCP connections/s through a router holding a {args.rules:,}-rule FORWARD chain; "
           f"median of {args.repeat} runs of {args.seconds:g} s")
-    print(f"{'target':<10}{'passes':<9}{'kernel rules':>13}{'IR rules/SYN':>14}{'conn/s':>9}"
+    print(f"{'target':<10}{'passes':<15}{'kernel rules':>13}{'IR rules/SYN':>14}{'conn/s':>9}"
           f"{'vs empty':>9}")
     with make_topology() as topo, accept_loop(topo):
         # Thousands of short connections a second leave the client's ports in TIME_WAIT; in
@@ -126,24 +129,29 @@ def main() -> None:
         topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")
         topo.client.sysctl("net.ipv4.ip_local_port_range", "1024 65000")
         ruleset = api.parse_text(policy(args.rules, topo), "bench.rules")
-        for target in ("iptables", "nft"):
-            for label, passes in (("-O0", ()), ("default", None)):
-                compiled = api.compile_ruleset(ruleset, target, passes=passes)
-                variant = "nft" if target == "iptables" else "cli"  # iptables-nft; nft -f
-                rates, ratios = [], []
-                for _ in range(args.repeat):
-                    # An empty router right before each loaded run: the machine's load drifts.
-                    flush(topo)
-                    empty = rate(topo, args.seconds)
-                    verdict = load(compiled.artifact, topo.router, variant)
-                    if not verdict.ok:
-                        sys.exit(f"{target} {label} did not load: {verdict.message}")
-                    rates.append(rate(topo, args.seconds))
-                    ratios.append(rates[-1] / empty)
-                count = sum(kernel_rule_counts(compiled.artifact).values())
-                print(f"{target:<10}{label:<9}{count:>13,}"
-                      f"{rules_per_syn(compiled.ruleset, topo):>14,}"
-                      f"{statistics.median(rates):>9.0f}{statistics.median(ratios):>9.2f}")
+        runs = [("iptables", "-O0", (), False), ("iptables", "default", None, False),
+                ("iptables", "default+ipset", None, True), ("nft", "-O0", (), False),
+                ("nft", "default", None, False)]
+        for target, label, passes, ipset in runs:
+            if ipset and shutil.which("ipset") is None:
+                print(f"{target:<10}{label:<15}skipped: `ipset` is not on PATH")
+                continue
+            compiled = api.compile_ruleset(ruleset, target, passes=passes, ipset=ipset)
+            variant = "nft" if target == "iptables" else "cli"  # iptables-nft; nft -f
+            rates, ratios = [], []
+            for _ in range(args.repeat):
+                # An empty router right before each loaded run: the machine's load drifts.
+                flush(topo)
+                empty = rate(topo, args.seconds)
+                verdict = load(compiled.artifact, topo.router, variant)
+                if not verdict.ok:
+                    sys.exit(f"{target} {label} did not load: {verdict.message}")
+                rates.append(rate(topo, args.seconds))
+                ratios.append(rates[-1] / empty)
+            count = sum(kernel_rule_counts(compiled.artifact).values())
+            print(f"{target:<10}{label:<15}{count:>13,}"
+                  f"{rules_per_syn(compiled.ruleset, topo):>14,}"
+                  f"{statistics.median(rates):>9.0f}{statistics.median(ratios):>9.2f}")
         flush(topo)
 
 

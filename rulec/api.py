@@ -102,10 +102,11 @@ def with_provenance(ruleset: Ruleset) -> Ruleset:
 
 
 def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
-                    provenance: bool = False,
-                    passes: Sequence[str] | None = None) -> CompileResult:
+                    provenance: bool = False, passes: Sequence[str] | None = None,
+                    ipset: bool = False) -> CompileResult:
     """Optimise (`passes`: None for the default pipeline, () for none), check the result
-    against the target's limits, then print it."""
+    against the target's limits, then print it. `ipset` (iptables/ip6tables): address sets
+    become ipsets, in `artifact.ipsets`."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if provenance:
@@ -116,26 +117,27 @@ def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
         ruleset, stats = run_pipeline(
             ruleset, ctx, DEFAULT_PIPELINE if passes is None else tuple(passes))
         warnings = (*ctx.warnings, *verify(ruleset, backend.limits))
-        artifact = backend.emit(ruleset, EmitOptions(noflush=noflush))
+        artifact = backend.emit(ruleset, EmitOptions(noflush=noflush, ipset=ipset))
     return CompileResult(ruleset, artifact, warnings, stats)
 
 
 def emit(ruleset: Ruleset, target: str, *, noflush: bool = False,
-         passes: Sequence[str] | None = None) -> Artifact:
+         passes: Sequence[str] | None = None, ipset: bool = False) -> Artifact:
     """compile_ruleset() for callers that only want the artifact."""
-    return compile_ruleset(ruleset, target, noflush=noflush, passes=passes).artifact
+    return compile_ruleset(ruleset, target, noflush=noflush, passes=passes,
+                           ipset=ipset).artifact
 
 
 def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = False,
                   provenance: bool = False, passes: Sequence[str] | None = None,
                   docker_layout: str | None = None,
-                  docker_state: Sequence[str | Path] = ()) -> CompileResult:
+                  docker_state: Sequence[str | Path] = (), ipset: bool = False) -> CompileResult:
     """The whole pipeline on policy files (and a Docker host's inspect JSON, if given)."""
     docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
     warnings: list[Diagnostic] = []  # the frontend's (e.g. W0701), before the passes'
     ruleset = parse_files(paths, docker=docker, warnings=warnings)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                             passes=_docker_passes(ruleset, passes))
+                             passes=_docker_passes(ruleset, passes), ipset=ipset)
     return replace(result, warnings=(*warnings, *result.warnings))
 
 
@@ -158,21 +160,22 @@ def _parse_k8s(inventory: str | Path,
 
 def compile_k8s_files(inventory: str | Path, policies: Sequence[str | Path], target: str, *,
                       noflush: bool = False, provenance: bool = False,
-                      passes: Sequence[str] | None = None) -> CompileResult:
+                      passes: Sequence[str] | None = None, ipset: bool = False) -> CompileResult:
     """The whole pipeline on NetworkPolicy files and an inventory."""
     ruleset, warnings = _parse_k8s(inventory, policies)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                             passes=passes)
+                             passes=passes, ipset=ipset)
     return replace(result, warnings=(*warnings, *result.warnings))
 
 
 def compile_text(text: str, target: str, *, name: str = "<string>", noflush: bool = False,
                  passes: Sequence[str] | None = None, docker_layout: str | None = None,
-                 docker_state: Sequence[str | Path] = ()) -> Artifact:
+                 docker_state: Sequence[str | Path] = (), ipset: bool = False) -> Artifact:
     """The whole pipeline on a string."""
     docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
     ruleset = parse_text(text, name, docker=docker)
-    return emit(ruleset, target, noflush=noflush, passes=_docker_passes(ruleset, passes))
+    return emit(ruleset, target, noflush=noflush, passes=_docker_passes(ruleset, passes),
+                ipset=ipset)
 
 
 __all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_k8s_files",

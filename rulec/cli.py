@@ -66,6 +66,10 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_cmd.add_argument("--noflush", action="store_true",
                              help="iptables: emit only the declared chains, for "
                              "`iptables-restore --noflush` beside rules rulec does not own")
+    compile_cmd.add_argument("--ipset", metavar="SETS",
+                             help="iptables: test address sets with ipsets (one lookup instead "
+                             "of a rule per prefix) and write their `ipset restore -exist` "
+                             "input to SETS, to load before the rules")
     compile_cmd.add_argument("--provenance", action="store_true",
                              help="comment every rule with the file:line it comes from")
     compile_cmd.add_argument("-O0", dest="no_passes", action="store_true",
@@ -147,20 +151,25 @@ def _compile(args: argparse.Namespace) -> int:
     _missing_files(args.files)
     if args.noflush and args.target not in ("iptables", "ip6tables"):
         raise _UsageError("rulec: error: --noflush applies to --target iptables/ip6tables only")
+    if args.ipset is not None and args.target not in ("iptables", "ip6tables"):
+        raise _UsageError("rulec: error: --ipset applies to --target iptables/ip6tables only")
+    ipset = args.ipset is not None
     if args.inventory is not None:
         _missing_files([args.inventory])
         result = api.compile_k8s_files(args.inventory, args.files, args.target,
                                        noflush=args.noflush, provenance=args.provenance,
-                                       passes=_selected_passes(args))
+                                       passes=_selected_passes(args), ipset=ipset)
     else:
         _missing_files(args.docker_state)
         result = api.compile_files(args.files, args.target, noflush=args.noflush,
                                    provenance=args.provenance, passes=_selected_passes(args),
                                    docker_layout=args.docker_layout,
-                                   docker_state=args.docker_state)
+                                   docker_state=args.docker_state, ipset=ipset)
     _print_warnings(result.warnings)
     if args.stats:
         _print_stats(result)
+    if result.artifact.ipsets is not None:  # first: the rules need the sets, not the reverse
+        _write_atomically(Path(args.ipset), result.artifact.ipsets)
     if args.output:
         _write_atomically(Path(args.output), result.artifact.text)
     else:

@@ -14,6 +14,9 @@ from rulec.ir.verify import TargetLimits
 class EmitOptions:
     # iptables only: emit just the chains the policy declares, for `iptables-restore --noflush`.
     noflush: bool = False
+    # iptables only: test an address set of several prefixes with one ipset match (one hash
+    # lookup) instead of one rule per prefix; the sets come in Artifact.ipsets.
+    ipset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +26,8 @@ class Artifact:
     target: str
     text: str
     load_command: tuple[str, ...]
+    # `ipset restore -exist` input that must load before `text` (EmitOptions.ipset), else None.
+    ipsets: str | None = None
 
 
 class Backend(abc.ABC):

@@ -9,10 +9,11 @@ policy does not mention are not emitted at all.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any, ClassVar, assert_never
 
@@ -160,10 +161,11 @@ def chunk_ports(ports: PortSet, slots: int = MULTIPORT_SLOTS) -> tuple[PortSet, 
     return tuple(PortSet(tuple(c), ports.negated) for c in chunks if c)
 
 
-def _excluded(m: Match) -> tuple[str, ...]:
-    """Negated fields that one iptables rule cannot hold (they need RETURN rules)."""
-    names = [n for n in ("saddr", "daddr")
-             if (v := getattr(m, n)) is not None and v.negated and len(v.prefixes) > 1]
+def _excluded(m: Match, ipset: bool = False) -> tuple[str, ...]:
+    """Negated fields that one iptables rule cannot hold (they need RETURN rules); with
+    `ipset`, an address set is one `-m set` match, negated or not."""
+    names = [n for n in ("saddr", "daddr") if not ipset
+             and (v := getattr(m, n)) is not None and v.negated and len(v.prefixes) > 1]
     names += [n for n in ("sport", "dport")
               if (p := getattr(m, n)) is not None and p.negated and p.slots > MULTIPORT_SLOTS]
     if m.ct_orig_dport is not None and m.ct_orig_dport.negated and len(m.ct_orig_dport.ranges) > 1:
@@ -173,11 +175,11 @@ def _excluded(m: Match) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _choices(m: Match) -> Iterator[list[tuple[str, Any]]]:
+def _choices(m: Match, ipset: bool = False) -> Iterator[list[tuple[str, Any]]]:
     """For every field one rule cannot hold positively, the values of its one-rule pieces."""
     for name in ("saddr", "daddr"):
         value: AddressSet | None = getattr(m, name)
-        if value is not None and not value.negated and len(value.prefixes) > 1:
+        if not ipset and value is not None and not value.negated and len(value.prefixes) > 1:
             yield [(name, AddressSet((p,))) for p in value.prefixes]
     for name in ("sport", "dport"):
         ports: PortSet | None = getattr(m, name)
@@ -191,10 +193,10 @@ def _choices(m: Match) -> Iterator[list[tuple[str, Any]]]:
         yield [("icmp_type", IcmpType(icmp.family, (t,))) for t in icmp.types]
 
 
-def expand_rule(rule: Rule) -> tuple[Rule, ...]:
+def expand_rule(rule: Rule, ipset: bool = False) -> tuple[Rule, ...]:
     """One rule per combination of addresses, port chunks, ct original ports and icmp types
     (saddr outermost). The pieces are disjoint, so each packet matches at most one result."""
-    choices = list(_choices(rule.match))
+    choices = list(_choices(rule.match, ipset))
     if not choices:
         return (rule,)
     return tuple(replace(rule, match=replace(rule.match, **dict(combo)))
@@ -218,9 +220,11 @@ _HELPER_SAFE = (Accept, Drop, Reject, Jump, Log, SetMark, Dnat, Snat, Masquerade
 
 
 class HelperChains:
-    """Allocates deterministic helper chain names (`rulec-<chain>-<n>`) that avoid `taken`."""
+    """Allocates deterministic helper chain names (`rulec-<chain>-<n>`) that avoid `taken`;
+    `ipset`: address sets stay whole (printed as ipset matches), so they need no helpers."""
 
-    def __init__(self, taken: frozenset[str]) -> None:
+    def __init__(self, taken: frozenset[str], ipset: bool = False) -> None:
+        self.ipset = ipset
         self.taken = set(taken)
         self.chains: dict[str, tuple[Rule, ...]] = {}
         self.root = ""
@@ -277,8 +281,8 @@ def lower_rule(rule: Rule, helpers: HelperChains) -> tuple[Rule, ...]:
     element, then the rule) and to keep a `limit` in one rule - one token bucket - when the
     rule expands into several lines or is split into LOG + action."""
     m = rule.match
-    excluded = _excluded(m)
-    expanded = tuple(choice[0][0] for choice in _choices(m))
+    excluded = _excluded(m, helpers.ipset)
+    expanded = tuple(choice[0][0] for choice in _choices(m, helpers.ipset))
     logs = any(isinstance(s, Log) for s in rule.statements)
     if (excluded or (m.limit is not None and (expanded or logs))) and not isinstance(
             rule.action, _HELPER_SAFE):
@@ -300,14 +304,15 @@ def lower_rule(rule: Rule, helpers: HelperChains) -> tuple[Rule, ...]:
         name = helpers.reserve()
         helpers.define(name, split_log(_without(rule, "limit")))
         return (_jump(rule, name),)
-    return tuple(r for piece in expand_rule(rule) for r in split_log(piece))
+    return tuple(r for piece in expand_rule(rule, helpers.ipset) for r in split_log(piece))
 
 
-def lower_table(table: Table, family: Family) -> Table:
+def lower_table(table: Table, family: Family, *, ipset: bool = False) -> Table:
     """The table as one family's restore file holds it: rules restricted to `family` and
-    lowered, helper chains appended after the policy's chains."""
+    lowered, helper chains appended after the policy's chains. `ipset`: an address set of
+    several prefixes stays one set (one `-m set` match) instead of one rule per prefix."""
     out = Collector()
-    helpers = HelperChains(frozenset(c.name for c in table.chains))
+    helpers = HelperChains(frozenset(c.name for c in table.chains), ipset)
     chains: list[Chain] = []
     for chain in table.chains:
         helpers.root = chain.name
@@ -365,6 +370,33 @@ def _address_text(family: Family, value: int) -> str:
         prefix = "::ffff:" if high else "::"
         return prefix + str(ipaddress.IPv4Address(low))
     return str(ipaddress.IPv6Address(value))
+
+
+def ipset_name(value: AddressSet) -> str:
+    """`rulec4_` or `rulec6_` and a digest of the prefixes: a name always means the same
+    members, so loading the sets never changes one that the running rules use."""
+    family = value.prefixes[0].family
+    text = ",".join(f"{p.network:x}/{p.length}" for p in value.prefixes)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"rulec{4 if family is Family.IP else 6}_{digest}"  # 23 of ipset's 31 characters
+
+
+def ipset_lines(tables: Iterable[Table]) -> list[str]:
+    """`ipset restore` input for every multi-prefix address set in lowered tables."""
+    sets: dict[str, AddressSet] = {}
+    for table in tables:
+        for chain in table.chains:
+            for rule in chain.rules:
+                for value in (rule.match.saddr, rule.match.daddr):
+                    if value is not None and len(value.prefixes) > 1:
+                        sets.setdefault(ipset_name(value), value)
+    lines = []
+    for name, value in sorted(sets.items()):
+        family = "inet" if value.prefixes[0].family is Family.IP else "inet6"
+        maxelem = max(65536, len(value.prefixes))
+        lines.append(f"create {name} hash:net family {family} maxelem {maxelem}")
+        lines += [f"add {name} {p.address_text()}/{p.length}" for p in value.prefixes]
+    return lines
 
 
 def _address(option: str, value: AddressSet) -> str:
@@ -628,9 +660,9 @@ def rule_line(chain: Chain, rule: Rule, family: Family) -> str:
     if empty:  # verify() refuses these; never let one print as "any"
         raise _fail("E0310", f"{', '.join(empty)} is an empty set", span)
     parts = [f"-A {chain.name}"]
-    if m.saddr is not None:
+    if m.saddr is not None and len(m.saddr.prefixes) == 1:
         parts.append(_address("-s", m.saddr))
-    if m.daddr is not None:
+    if m.daddr is not None and len(m.daddr.prefixes) == 1:
         parts.append(_address("-d", m.daddr))
     if m.iifname is not None:
         parts.append(_interface("-i", m.iifname, chain, span))
@@ -638,6 +670,11 @@ def rule_line(chain: Chain, rule: Rule, family: Family) -> str:
         parts.append(_interface("-o", m.oifname, chain, span))
     if m.proto is not None:
         parts.append(_protocol(m.proto, span))
+    # After -s/-d/-i/-o/-p: iptables-save prints the IP header's tests before any match.
+    for value, direction in ((m.saddr, "src"), (m.daddr, "dst")):
+        if value is not None and len(value.prefixes) > 1:  # only lower_table(ipset=True)
+            parts.append(f"-m set {_neg(value.negated)}--match-set {ipset_name(value)} "
+                         f"{direction}")
     parts.extend(_port_matches(m, span))
     if m.icmp_type is not None:
         parts.append(_icmp(m.icmp_type, span))
@@ -722,17 +759,26 @@ def select_tables(ruleset: Ruleset, family: Family, target: str) -> tuple[Table,
     return tuple(chosen[kind] for kind in TABLE_ORDER if kind in chosen)
 
 
-def render(ruleset: Ruleset, family: Family, target: str, *, noflush: bool = False) -> str:
-    """The whole restore file for one family; raises RulecError listing every problem."""
+def render(ruleset: Ruleset, family: Family, target: str, *, noflush: bool = False,
+           ipset: bool = False) -> tuple[str, str | None]:
+    """The whole restore file for one family and, with `ipset`, the `ipset restore` input its
+    set matches need; raises RulecError listing every problem."""
     out = Collector()
     lines = [HEADER]
+    lowered = []
     for table in select_tables(ruleset, family, target):
         try:
-            lines += table_lines(lower_table(table, family), noflush=noflush)
+            lowered.append(lower_table(table, family, ipset=ipset))
+            lines += table_lines(lowered[-1], noflush=noflush)
         except RulecError as error:
             out.extend(error.diagnostics)
     out.raise_if_errors()
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if not ipset:
+        return text, None
+    sets = [f"{HEADER}; load with `ipset restore -exist` before the {target} rules",
+            *ipset_lines(lowered)]
+    return text, "\n".join(sets) + "\n"
 
 
 class _RestoreBackend(Backend):
@@ -740,10 +786,11 @@ class _RestoreBackend(Backend):
     command: ClassVar[str]
 
     def emit(self, ruleset: Ruleset, options: EmitOptions) -> Artifact:
-        text = render(ruleset, self.family, self.name, noflush=options.noflush)
+        text, sets = render(ruleset, self.family, self.name, noflush=options.noflush,
+                            ipset=options.ipset)
         # Without --noflush a noflush file would replace whole tables with just our chains.
         command = (self.command, "--noflush") if options.noflush else (self.command,)
-        return Artifact(target=self.name, text=text, load_command=command)
+        return Artifact(target=self.name, text=text, load_command=command, ipsets=sets)
 
 
 class IptablesBackend(_RestoreBackend):

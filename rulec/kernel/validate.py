@@ -147,6 +147,8 @@ def validate(ruleset: Ruleset, target: str, *, variant: str | None = None) -> Ke
 def validate_artifact(artifact: Artifact, *, variant: str | None = None) -> KernelVerdict:
     """Load an already emitted artifact into a fresh namespace that is deleted afterwards."""
     reason = available(artifact.target, variant)
+    if reason is None and artifact.ipsets is not None and shutil.which("ipset") is None:
+        reason = "`ipset` is not on PATH"
     if reason is not None:
         raise KernelUnavailable(reason)
     with namespace("check") as ns:
@@ -160,6 +162,10 @@ def load(artifact: Artifact, ns: Namespace, variant: str | None = None) -> Kerne
     load into one namespace without seeing each other.
     """
     verdicts: list[KernelVerdict] = []
+    if artifact.ipsets is not None:  # the rules refer to the sets: load them first
+        verdicts.append(_load_ipsets(artifact, ns))
+        if not verdicts[-1].ok:
+            return verdicts[-1]
     for loader in _loaders(artifact.target, variant):
         verdicts.append(_load_one(loader, artifact, ns))
         if not verdicts[-1].ok:
@@ -169,6 +175,18 @@ def load(artifact: Artifact, ns: Namespace, variant: str | None = None) -> Kerne
     return KernelVerdict(ok=True, target=artifact.target,
                          loader=", ".join(v.loader for v in verdicts),
                          message="\n".join(v.message for v in verdicts if v.message))
+
+
+def _load_ipsets(artifact: Artifact, ns: Namespace) -> KernelVerdict:
+    argv = ["ipset", "restore", "-exist"]
+    try:
+        done = ns.run(argv, input=artifact.ipsets, check=False, timeout=TIMEOUT * 3)
+    except CommandError as exc:
+        return KernelVerdict(ok=False, target=artifact.target, loader=" ".join(argv),
+                             message=str(exc))
+    message = "\n".join(s.strip() for s in (done.stdout, done.stderr) if s.strip())
+    return KernelVerdict(ok=done.returncode == 0, target=artifact.target,
+                         loader=" ".join(argv), message=message)
 
 
 def _load_one(loader: str, artifact: Artifact, ns: Namespace) -> KernelVerdict:

@@ -919,3 +919,58 @@ def test_kernel_noflush(variant: str) -> None:
     assert saved["filter"]["theirs"] == ["-", "-A theirs -j ACCEPT"]
     assert saved["mangle"]["PREROUTING"] == ["ACCEPT", "-A PREROUTING -j ACCEPT"]
     assert saved["nat"]["POSTROUTING"] == ["ACCEPT", "-A POSTROUTING -j MASQUERADE"]
+
+
+# ------------------------------------------------------------------ ipsets (EmitOptions.ipset)
+
+
+def _ipset_emit(text: str, backend: IptablesBackend | Ip6tablesBackend) -> tuple[str, str]:
+    from rulec.api import parse_text
+
+    artifact = backend.emit(parse_text(text), EmitOptions(ipset=True))
+    assert artifact.ipsets is not None
+    return artifact.text, artifact.ipsets
+
+
+def test_ipset_mode_tests_an_address_set_with_one_set_match() -> None:
+    text, sets = _ipset_emit("table ip filter { chain INPUT {\n"
+                             "accept tcp dport 22 from { 10.0.0.0/8, 192.0.2.1 }\n"
+                             "drop to != { 10.0.0.0/8, 198.51.100.0/24 }\n"
+                             "accept from 203.0.113.9 } }", IptablesBackend())
+    rules = [line for line in text.splitlines() if line.startswith("-A")]
+    src = rules[0].split("--match-set ")[1].split()[0]
+    dst = rules[1].split("--match-set ")[1].split()[0]
+    assert rules == [
+        f"-A INPUT -p tcp -m set --match-set {src} src -m tcp --dport 22 -j ACCEPT",
+        f"-A INPUT -m set ! --match-set {dst} dst -j DROP",  # no helper chain needed
+        "-A INPUT -s 203.0.113.9/32 -j ACCEPT",  # one prefix: a plain -s
+    ]
+    assert src.startswith("rulec4_") and len(src) <= 31 and src != dst
+    assert sets.splitlines()[1:] == sorted([
+        f"create {src} hash:net family inet maxelem 65536",
+        f"add {src} 10.0.0.0/8", f"add {src} 192.0.2.1/32",
+        f"create {dst} hash:net family inet maxelem 65536",
+        f"add {dst} 10.0.0.0/8", f"add {dst} 198.51.100.0/24",
+    ], key=lambda line: (line.split()[1], not line.startswith("create")))
+
+
+def test_ipset_names_follow_the_members_only() -> None:
+    """The same members give the same name (so loading never changes a set in use); other
+    members, another name; a set used twice is declared once."""
+    a = _ipset_emit("table ip filter { chain INPUT { accept from { 10.0.0.1, 10.0.0.3 }\n"
+                    "drop to { 10.0.0.1, 10.0.0.3 } } }", IptablesBackend())[1]
+    b = _ipset_emit("table ip filter { chain FORWARD { drop from { 10.0.0.3, 10.0.0.1 } } }",
+                    IptablesBackend())[1]
+    c = _ipset_emit("table ip filter { chain FORWARD { drop from { 10.0.0.3, 10.0.0.5 } } }",
+                    IptablesBackend())[1]
+    assert a == b and a.count("create ") == 1
+    assert c != a
+
+
+def test_ipset_mode_for_ipv6_and_without_any_set() -> None:
+    _, sets = _ipset_emit("table ip6 filter { chain INPUT { accept from { 2001:db8::/48, "
+                          "2001:db8:1::1 } } }", Ip6tablesBackend())
+    assert "hash:net family inet6" in sets and "rulec6_" in sets
+    _, sets = _ipset_emit("table ip filter { chain INPUT { accept tcp dport 22 } }",
+                             IptablesBackend())
+    assert sets.startswith("#") and len(sets.splitlines()) == 1  # a valid, empty restore

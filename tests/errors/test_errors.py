@@ -98,3 +98,25 @@ def test_check_says_each_warning_once_for_all_targets(tmp_path: Path,
     code, out, err = run_check(["check", "p.rules"], tmp_path, monkeypatch)
     assert code == cli.EXIT_OK and out.startswith("ok: p.rules")
     assert err.count("warning[W0102]") == 1 and "p.rules:4:5" in err
+
+
+def test_compile_ipset_writes_the_sets_beside_the_rules(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "p.rules").write_text(
+        "table ip filter {\n  chain INPUT {\n    accept from { 192.0.2.1, 192.0.2.7 }\n  }\n}\n",
+        encoding="utf-8")
+    code, out, err = run_check(["compile", "p.rules", "--ipset", "sets"], tmp_path, monkeypatch)
+    assert (code, err) == (cli.EXIT_OK, "")
+    name = out.split("--match-set ")[1].split()[0]
+    assert f"add {name} 192.0.2.7/32" in (tmp_path / "sets").read_text(encoding="utf-8")
+
+
+def test_compile_ipset_is_for_iptables_only(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "p.rules").write_text("table ip filter { chain INPUT { accept } }\n",
+                                      encoding="utf-8")
+    code, out, err = run_check(["compile", "p.rules", "-t", "nft", "--ipset", "sets"], tmp_path,
+                               monkeypatch)
+    assert (code, out) == (cli.EXIT_USAGE, "")
+    assert "--ipset applies to --target iptables/ip6tables only" in err
+    assert not (tmp_path / "sets").exists()

@@ -6,6 +6,7 @@ IPv6), nft text and nft JSON. The client is 198.18.1.2 (.3 and .4 also), the ser
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -19,21 +20,25 @@ from tests.kernel.probe import Attempt, Topology, attempts, backend_or_skip, ser
 class Target:
     name: str  # "iptables" means ip6tables for IPv6 policies
     variant: str | None = None
+    ipset: bool = False  # address sets as ipsets (`--ipset`)
 
     def apply(self, topo: Topology, policy: str, *, ipv6: bool = False) -> None:
         """Compile `policy` and load it into the router; the load must succeed."""
         name = "ip6tables" if ipv6 and self.name == "iptables" else self.name
         with backend_or_skip():
-            artifact = compile_text(policy, name)
+            if self.ipset and shutil.which("ipset") is None:
+                pytest.skip("`ipset` is not on PATH (apt-get install ipset)")
+            artifact = compile_text(policy, name, ipset=self.ipset)
         verdict = load(artifact, topo.router, self.variant)
         assert verdict.ok, f"{verdict.loader}: {verdict.message}\n--- {name}:\n{artifact.text}"
 
 
 TARGETS = [Target("iptables", "nft"), Target("iptables", "legacy"), Target("nft"),
-           Target("nft-json")]
+           Target("nft-json"), Target("iptables", "nft", ipset=True)]
 
 
-@pytest.fixture(params=TARGETS, ids=lambda t: "-".join(filter(None, (t.name, t.variant))))
+@pytest.fixture(params=TARGETS, ids=lambda t: "-".join(
+    filter(None, (t.name, t.variant, "ipset" if t.ipset else None))))
 def target(request: pytest.FixtureRequest) -> Target:
     assert isinstance(request.param, Target)
     return request.param
@@ -75,6 +80,21 @@ def test_source_address(topology: Topology, target: Target) -> None:
         out = attempts(t.client, [Attempt(t.server4, 8080, src=s) for s in sources])
     assert [o.connected for o in out] == [False, True, False]
     assert out[1].peer == t.client4_b
+
+
+@pytest.mark.parametrize(("rules", "expected"), [
+    (["accept tcp dport 8080 from { 198.18.1.3, 198.18.1.4 }"], [False, True, True]),
+    (["drop from != { 198.18.1.2, 198.18.1.4 }", "accept tcp dport 8080"], [True, False, True]),
+])
+def test_source_address_sets(topology: Topology, target: Target, rules: list[str],
+                             expected: list[bool]) -> None:
+    """An address set and a negated one, as one rule per address or as one ipset match."""
+    t = topology
+    target.apply(t, forward_policy(*rules))
+    sources = [t.client4, t.client4_b, t.client4_c]
+    with server(t.server, [8080]):
+        out = attempts(t.client, [Attempt(t.server4, 8080, src=s) for s in sources])
+    assert [o.connected for o in out] == expected
 
 
 def test_negated_source_address(topology: Topology, target: Target) -> None:

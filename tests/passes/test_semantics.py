@@ -5,6 +5,8 @@ ruleset valid."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -60,10 +62,12 @@ def test_pipeline_preserves_outcomes(case: Case) -> None:
     assert again == out, "the default pipeline is not idempotent"
 
 
-def _iptables_view(ruleset: ir.Ruleset, family: Family) -> ir.Ruleset | None:
+def _iptables_view(ruleset: ir.Ruleset, family: Family,
+                   ipset: bool = False) -> ir.Ruleset | None:
     """What one family's restore file holds, as IR (None: iptables refuses the ruleset)."""
     try:
-        tables = tuple(lower_table(t, family) for t in select_tables(ruleset, family, "test"))
+        tables = tuple(lower_table(t, family, ipset=ipset)
+                       for t in select_tables(ruleset, family, "test"))
     except RulecError:
         return None
     return ir.Ruleset(tables=tables, entry_points=ruleset.entry_points)
@@ -72,17 +76,17 @@ def _iptables_view(ruleset: ir.Ruleset, family: Family) -> ir.Ruleset | None:
 @PROPERTY
 @given(case=cases())
 def test_iptables_lowering_preserves_outcomes(case: Case) -> None:
-    """Family split, set expansion, multiport chunking and helper chains, with and without
-    the pipeline before them: what the optimiser builds (large port and address sets) is
-    what the lowering must cut up."""
+    """Family split, set expansion (or, with ipsets, whole address sets), multiport chunking
+    and helper chains, with and without the pipeline before them: what the optimiser builds
+    (large port and address sets) is what the lowering must cut up."""
     optimised, _ = run_pipeline(case.ruleset, PassContext(verify=True), DEFAULT_PIPELINE)
-    for family in (Family.IP, Family.IP6):
+    for family, ipset in itertools.product((Family.IP, Family.IP6), (False, True)):
         packets = tuple(p for p in case.packets if p.family is family)
-        plain = _iptables_view(case.ruleset, family)
+        plain = _iptables_view(case.ruleset, family, ipset)
         if plain is None:  # iptables refuses the input itself (e.g. return + negated set)
             continue
         _same_outcomes(case.ruleset, plain, packets, case.host, "iptables lowering")
-        lowered = _iptables_view(optimised, family)
+        lowered = _iptables_view(optimised, family, ipset)
         assert lowered is not None, "the pipeline made a ruleset iptables refuses"
         _same_outcomes(case.ruleset, lowered, packets, case.host,
                        "pipeline + iptables lowering")
