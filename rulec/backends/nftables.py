@@ -6,6 +6,7 @@ run before printing and the decisions about which tests a rule spells out.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import replace
 from typing import assert_never
@@ -29,6 +30,7 @@ from rulec.ir.nodes import (
     LogLevel,
     MapKey,
     MapValue,
+    MapValues,
     MapVerdict,
     Masquerade,
     Match,
@@ -190,7 +192,7 @@ def decision_rule(rule: Rule) -> Rule:
     action = rule.action
     if not isinstance(action, Vmap) or not action.entries:
         return rule
-    return replace(rule, match=keyed(rule.match, action.key, action.entries[0][0]))
+    return replace(rule, match=keyed(rule.match, action.keys, action.entries[0][0]))
 
 
 NamedSet = AddressSet | PortSet
@@ -238,8 +240,17 @@ def disjoint_elements(
     return list(disjoint_prefixes(value.prefixes))
 
 
-def map_key_family(vmap: Vmap) -> Family:
-    value = vmap.entries[0][0]
+Element = Prefix | tuple[int, int] | str | CtState
+
+
+def map_elements(values: MapValues) -> list[tuple[Element, ...]]:
+    """A map entry's elements: with two keys, every pair (nft `a . b`) of the two values'
+    disjoint elements, so no two elements of the map overlap."""
+    return list(itertools.product(*(disjoint_elements(v) for v in values)))
+
+
+def map_key_family(vmap: Vmap, index: int) -> Family:
+    value = vmap.entries[0][0][index]
     assert isinstance(value, AddressSet)
     return value.prefixes[0].family
 
@@ -394,8 +405,8 @@ def _check_rule(rule: Rule, limits: TargetLimits, out: Collector) -> None:
         if what == "log prefix" and size > limits.max_log_prefix:
             out.error("E0402", f"log prefix is {size} bytes; {limits.target} allows "
                       f"{limits.max_log_prefix}", span)
-    keys = [v for v, _ in rule.action.entries if isinstance(v, Interface)] if isinstance(
-        rule.action, Vmap) else []
+    keys = [v for values, _ in rule.action.entries for v in values
+            if isinstance(v, Interface)] if isinstance(rule.action, Vmap) else []
     for iface in (m.iifname, m.oifname, *keys):
         if iface is None:
             continue
@@ -482,7 +493,7 @@ def _set_declaration(value: NamedSet) -> list[str]:
     return lines
 
 
-def _element(item: Prefix | tuple[int, int] | str | CtState) -> str:
+def _element(item: Element) -> str:
     if isinstance(item, Prefix):
         return str(item)
     if isinstance(item, CtState):
@@ -647,25 +658,27 @@ def _port_range(ports: tuple[int, int]) -> str:
     return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
 
 
-def _map_key(m: Match, vmap: Vmap) -> str:
-    match vmap.key:
+def _map_key(m: Match, vmap: Vmap, index: int) -> str:
+    key = vmap.keys[index]
+    match key:
         case MapKey.SADDR | MapKey.DADDR:
-            return f"{ADDRESS_PROTOCOL[map_key_family(vmap)]} {vmap.key.value}"
+            return f"{ADDRESS_PROTOCOL[map_key_family(vmap, index)]} {key.value}"
         case MapKey.SPORT | MapKey.DPORT:
             assert m.proto is not None  # verify: ports need a positive port protocol
-            return f"{PROTOCOL_WORDS[m.proto.number]} {vmap.key.value}"
+            return f"{PROTOCOL_WORDS[m.proto.number]} {key.value}"
         case MapKey.IIFNAME | MapKey.OIFNAME:
-            return "iifname" if vmap.key is MapKey.IIFNAME else "oifname"
+            return "iifname" if key is MapKey.IIFNAME else "oifname"
         case MapKey.CT_STATE:
             return "ct state"
         case _:
-            assert_never(vmap.key)
+            assert_never(key)
 
 
 def _vmap(m: Match, vmap: Vmap, span: Span | None) -> str:
-    items = [f"{_element(element)} : {_verdict(verdict, span)}"
-             for value, verdict in vmap.entries for element in disjoint_elements(value)]
-    return f"{_map_key(m, vmap)} vmap {{ {', '.join(items)} }}"
+    items = [" . ".join(map(_element, elements)) + f" : {_verdict(verdict, span)}"
+             for values, verdict in vmap.entries for elements in map_elements(values)]
+    key = " . ".join(_map_key(m, vmap, i) for i in range(len(vmap.keys)))
+    return f"{key} vmap {{ {', '.join(items)} }}"
 
 
 def _verdict(verdict: MapVerdict, span: Span | None) -> str:

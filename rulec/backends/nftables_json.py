@@ -18,6 +18,7 @@ from rulec.backends.nftables import (
     NFPROTO,
     PROTOCOL_WORDS,
     TCP_FLAG_NAMES,
+    Element,
     NamedSet,
     chain_name,
     chain_type,
@@ -28,6 +29,7 @@ from rulec.backends.nftables import (
     identifier,
     interface_pattern,
     lower,
+    map_elements,
     map_key_family,
     mark_update,
     named_sets,
@@ -145,7 +147,7 @@ def _set_declaration(table: Table, value: NamedSet) -> Json:
     return out
 
 
-def _element(item: Prefix | tuple[int, int] | str | CtState) -> Any:
+def _element(item: Element) -> Any:
     if isinstance(item, Prefix):
         return _prefix(item)
     if isinstance(item, CtState):
@@ -348,19 +350,24 @@ def _mark_value(action: SetMark) -> Any:
     return {op: [kept, operand]} if operand else kept
 
 
-def _map_key(m: Match, vmap: Vmap) -> Json:
-    match vmap.key:
+def _map_key(m: Match, vmap: Vmap, index: int) -> Json:
+    key = vmap.keys[index]
+    match key:
         case MapKey.SADDR | MapKey.DADDR:
-            return _payload(ADDRESS_PROTOCOL[map_key_family(vmap)], vmap.key.value)
+            return _payload(ADDRESS_PROTOCOL[map_key_family(vmap, index)], key.value)
         case MapKey.SPORT | MapKey.DPORT:
             assert m.proto is not None  # verify: ports need a positive port protocol
-            return _payload(PROTOCOL_WORDS[m.proto.number], vmap.key.value)
+            return _payload(PROTOCOL_WORDS[m.proto.number], key.value)
         case MapKey.IIFNAME | MapKey.OIFNAME:
-            return _meta(vmap.key.value)
+            return _meta(key.value)
         case MapKey.CT_STATE:
             return {"ct": {"key": "state"}}
         case _:
-            assert_never(vmap.key)
+            assert_never(key)
+
+
+def _concat(items: list[Any]) -> Any:
+    return items[0] if len(items) == 1 else {"concat": items}
 
 
 def _verdict(verdict: MapVerdict, span: Span | None) -> Json:
@@ -380,9 +387,10 @@ def _verdict(verdict: MapVerdict, span: Span | None) -> Json:
 
 
 def _vmap(m: Match, vmap: Vmap, span: Span | None) -> Json:
-    data = [[_element(element), _verdict(verdict, span)]
-            for value, verdict in vmap.entries for element in disjoint_elements(value)]
-    return {"vmap": {"key": _map_key(m, vmap), "data": {"set": data}}}
+    data = [[_concat([_element(e) for e in elements]), _verdict(verdict, span)]
+            for values, verdict in vmap.entries for elements in map_elements(values)]
+    key = _concat([_map_key(m, vmap, i) for i in range(len(vmap.keys))])
+    return {"vmap": {"key": key, "data": {"set": data}}}
 
 
 def _action(table: Table, action: Action, span: Span | None, m: Match = ANY) -> Json:

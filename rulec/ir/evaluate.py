@@ -170,8 +170,8 @@ class _Run:
 
     def lookup(self, vmap: ir.Vmap) -> ir.MapVerdict | None:
         """The verdict of the first entry the packet's key matches (entries are disjoint)."""
-        for value, verdict in vmap.entries:
-            if self.matches(ir.keyed(ir.ANY, vmap.key, value)):
+        for values, verdict in vmap.entries:
+            if self.matches(ir.keyed(ir.ANY, vmap.keys, values)):
                 return verdict
         return None
 

@@ -7,7 +7,7 @@ compare equal wherever they came from. A rewrite builds new nodes (`dataclasses.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -210,10 +210,11 @@ class MapKey(enum.Enum):
 # What a verdict map entry holds: a non-negated value of its key's field, and a verdict.
 MapValue = AddressSet | PortSet | Interface | CtStates
 MapVerdict = Accept | Drop | Return | Jump | Goto
+# A map entry's values, one per key field: a concatenation (`a . b`) when there are two.
+MapValues = tuple[MapValue, ...]
 
 
-def _entry_key(entry: tuple[MapValue, MapVerdict]) -> tuple[object, ...]:
-    value = entry[0]
+def _value_key(value: MapValue) -> tuple[object, ...]:
     if isinstance(value, AddressSet):
         return tuple(p.sort_key for p in value.prefixes)
     if isinstance(value, PortSet):
@@ -223,20 +224,30 @@ def _entry_key(entry: tuple[MapValue, MapVerdict]) -> tuple[object, ...]:
     return (value.name,)
 
 
+def _entry_key(entry: tuple[MapValues, MapVerdict]) -> tuple[object, ...]:
+    return tuple(_value_key(v) for v in entry[0])
+
+
 @dataclass(frozen=True, slots=True)
 class Vmap:
-    """A verdict map (nft `vmap`), made by synthesize_sets: the entry whose value holds the
-    packet's `key` field acts as the rule `<key> <value> <verdict>` would; no entry, the next
-    rule. Entries are disjoint (verify checks it), so their order does not matter and is
-    canonical; the rule's own match must leave `key` unconstrained."""
+    """A verdict map (nft `vmap`), made by synthesize_sets: the entry whose values hold the
+    packet's `keys` fields acts as the rule `<key> <value> ... <verdict>` would; no entry, the
+    next rule. One key is a plain map; two are a concatenation (nft `a . b vmap`), where an
+    entry needs both to match. Entries are disjoint (verify checks it), so their order does
+    not matter and is canonical; the rule's own match must leave the keys unconstrained."""
 
-    key: MapKey
-    entries: tuple[tuple[MapValue, MapVerdict], ...]
+    keys: tuple[MapKey, ...]
+    entries: tuple[tuple[MapValues, MapVerdict], ...]
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted(self.entries, key=_entry_key))
         if canonical != self.entries:
             object.__setattr__(self, "entries", canonical)
+
+    @classmethod
+    def on(cls, key: MapKey, entries: Iterable[tuple[MapValue, MapVerdict]]) -> Vmap:
+        """A map on one key."""
+        return cls((key,), tuple(((value,), verdict) for value, verdict in entries))
 
 
 Action = (
@@ -342,9 +353,9 @@ def targets(action: Action) -> tuple[str, ...]:
     return ()
 
 
-def keyed(match: Match, key: MapKey, value: MapValue) -> Match:
-    """`match` with a verdict map key's field set to an entry's value."""
-    changes: dict[str, Any] = {key.value: value}
+def keyed(match: Match, keys: tuple[MapKey, ...], values: MapValues) -> Match:
+    """`match` with a verdict map's key fields set to an entry's values."""
+    changes: dict[str, Any] = {key.value: value for key, value in zip(keys, values, strict=True)}
     return replace(match, **changes)
 
 
@@ -354,8 +365,8 @@ def vmap_rules(rule: Rule) -> tuple[Rule, ...]:
     action = rule.action
     if not isinstance(action, Vmap):
         return (rule,)
-    return tuple(replace(rule, match=keyed(rule.match, action.key, value), action=verdict)
-                 for value, verdict in action.entries)
+    return tuple(replace(rule, match=keyed(rule.match, action.keys, values), action=verdict)
+                 for values, verdict in action.entries)
 
 
 def rule_count(ruleset: Ruleset) -> int:

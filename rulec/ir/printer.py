@@ -165,7 +165,7 @@ _MAP_WORDS = {ir.MapKey.SADDR: "from", ir.MapKey.DADDR: "to", ir.MapKey.SPORT: "
 def _rule_lines(rule: ir.Rule) -> list[str]:
     if not isinstance(rule.action, ir.Vmap):
         return [f"    {rule_text(rule)}"]
-    return [f"    # vmap on {_MAP_WORDS[rule.action.key]}:",
+    return [f"    # vmap on {' . '.join(_MAP_WORDS[k] for k in rule.action.keys)}:",
             *(f"    {rule_text(r)}" for r in ir.vmap_rules(rule))]
 
 

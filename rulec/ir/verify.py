@@ -300,25 +300,42 @@ _KEY_TYPES: dict[MapKey, type] = {
 
 def _verify_vmap(table: Table, chain: Chain, rule: Rule, vmap: Vmap, proto: int | None,
                  out: Collector) -> None:
-    """Entries of the key's type, non-negated, non-empty and pairwise disjoint; the key free
-    in the rule's match; the same interface and protocol rules as a plain match."""
-    span, key = rule.span, vmap.key.value
+    """One or two distinct keys, free in the rule's match; entries of the keys' types,
+    non-negated, non-empty and pairwise disjoint; the same interface and protocol rules as a
+    plain match."""
+    span = rule.span
     if not vmap.entries:
         out.error("E0310", "verdict map has no entries, so the rule can never match", span)
         return
+    if not 1 <= len(vmap.keys) <= 2 or len(set(vmap.keys)) != len(vmap.keys) or any(
+            len(values) != len(vmap.keys) for values, _ in vmap.entries):
+        out.error("E0317", "a verdict map needs one or two distinct keys, and each entry a "
+                  "value per key", span)
+        return
+    for index in range(len(vmap.keys)):
+        _verify_map_key(table, chain, rule, vmap, index, proto, out)
+    if not _entries_disjoint(vmap):
+        out.error("E0317", "verdict map entries overlap, so their order would matter", span)
+
+
+def _verify_map_key(table: Table, chain: Chain, rule: Rule, vmap: Vmap, index: int,
+                    proto: int | None, out: Collector) -> None:
+    span, map_key = rule.span, vmap.keys[index]
+    key = map_key.value
     if getattr(rule.match, key) is not None:
         out.error("E0317", f"verdict map on {key} in a rule that also tests {key}", span)
-    wanted = _KEY_TYPES[vmap.key]
-    spans: list[tuple[int, int, int]] = []  # (family bits or 0, low, high) of every element
+    wanted = _KEY_TYPES[map_key]
+    families: set[Family] = set()
     names: set[str] = set()
-    for value, _ in vmap.entries:
+    for values, _ in vmap.entries:
+        value = values[index]
         if not isinstance(value, wanted) or value.negated:
             out.error("E0317", f"verdict map entry {value} is not a plain {key} value", span)
             continue
         if isinstance(value, AddressSet):
             if not value.prefixes:
                 out.error("E0310", "verdict map entry is an empty set", span)
-            spans.extend((p.family.bits, p.first, p.last) for p in value.prefixes)
+            families |= value.families
         elif isinstance(value, PortSet):
             if not value.ranges:
                 out.error("E0310", "verdict map entry is an empty set", span)
@@ -332,44 +349,67 @@ def _verify_vmap(table: Table, chain: Chain, rule: Rule, vmap: Vmap, proto: int 
             if len(value.name) > IFNAMSIZ:
                 out.error("E0313", f"interface name {value.name!r} is longer than {IFNAMSIZ} "
                           "characters", span)
-            if value.name in names:
+            if len(vmap.keys) == 1 and value.name in names:
                 out.error("E0317", f"verdict map has interface {value.name} twice", span)
             names.add(value.name)
-    if not _entries_disjoint(vmap):
-        out.error("E0317", "verdict map entries overlap, so their order would matter", span)
-    families = {bits for bits, _, _ in spans}
     if len(families) > 1:
         out.error("E0317", "verdict map mixes address families", span)
-    if vmap.key in (MapKey.SPORT, MapKey.DPORT) and proto not in PORT_PROTOCOLS:
+    if map_key in (MapKey.SPORT, MapKey.DPORT) and proto not in PORT_PROTOCOLS:
         out.error("E0305", f"{key} needs a protocol with ports (tcp, udp, sctp, udplite, "
                   "dccp)", span)
-    if vmap.key is MapKey.IIFNAME and chain.hook in _no_iif_hooks(table):
+    if map_key is MapKey.IIFNAME and chain.hook in _no_iif_hooks(table):
         out.error("E0316", f"`in` cannot be used in {chain.hook.value}", span)
-    if vmap.key is MapKey.OIFNAME and chain.hook in (Hook.PREROUTING, Hook.INPUT):
+    if map_key is MapKey.OIFNAME and chain.hook in (Hook.PREROUTING, Hook.INPUT):
         out.error("E0316", f"`out` cannot be used in {chain.hook.value}", span)
 
 
+Span3 = tuple[int, int, int]  # (space, low, high): spaces keep kinds and families apart
+
+
+def _spans(value: object, names: dict[str, int]) -> list[Span3]:
+    """A key value as merged intervals; interface names as points, numbered by `names`."""
+    own: list[Span3] = []
+    if isinstance(value, AddressSet):
+        own = sorted((p.family.bits, p.first, p.last) for p in value.prefixes)
+    elif isinstance(value, PortSet):
+        own = sorted((0, low, high) for low, high in value.ranges)
+    elif isinstance(value, CtStates):
+        own = sorted((1, i, i) for i, s in enumerate(CtState) if s in value.states)
+    elif isinstance(value, Interface):
+        number = names.setdefault(value.name, len(names))
+        own = [(2, number, number)]
+    merged: list[Span3] = []  # one value's own elements may overlap: join them first
+    for space, low, high in own:
+        if merged and merged[-1][0] == space and low <= merged[-1][2]:
+            merged[-1] = (space, merged[-1][1], max(high, merged[-1][2]))
+        else:
+            merged.append((space, low, high))
+    return merged
+
+
+def _meet(a: list[Span3], b: list[Span3]) -> bool:
+    return any(x[0] == y[0] and x[1] <= y[2] and y[1] <= x[2] for x in a for y in b)
+
+
 def _entries_disjoint(vmap: Vmap) -> bool:
-    """No two entries share an address or port (interface names are compared above)."""
-    intervals: list[tuple[int, int, int]] = []  # (space, low, high)
-    for value, _ in vmap.entries:
-        own: list[tuple[int, int, int]] = []
-        if isinstance(value, AddressSet):
-            own = sorted((p.family.bits, p.first, p.last) for p in value.prefixes)
-        elif isinstance(value, PortSet):
-            own = sorted((0, low, high) for low, high in value.ranges)
-        elif isinstance(value, CtStates):  # a space of its own, apart from the ports' 0
-            own = sorted((1, i, i) for i, s in enumerate(CtState) if s in value.states)
-        # One entry's own elements may overlap: join them first.
-        merged: list[tuple[int, int, int]] = []
-        for space, low, high in own:
-            if merged and merged[-1][0] == space and low <= merged[-1][2]:
-                merged[-1] = (space, merged[-1][1], max(high, merged[-1][2]))
-            else:
-                merged.append((space, low, high))
-        intervals.extend(merged)
-    intervals.sort()
-    return all(a[0] != b[0] or a[2] < b[1] for a, b in itertools.pairwise(intervals))
+    """No packet matches two entries: with one key, no two share a value; with two, no two
+    share values in both. A sweep over one key's intervals, so near-linear when its values
+    rarely overlap (it sweeps the key with more distinct values)."""
+    names: dict[str, int] = {}
+    table = [[_spans(v, names) for v in values] for values, _ in vmap.entries]
+    if len(vmap.keys) == 1:
+        intervals = sorted(s for row in table for s in row[0])
+        return all(a[0] != b[0] or a[2] < b[1] for a, b in itertools.pairwise(intervals))
+    first = max((0, 1), key=lambda i: len({tuple(row[i]) for row in table}))
+    other = 1 - first
+    points = sorted((s, n) for n, row in enumerate(table) for s in row[first])
+    active: list[tuple[Span3, int]] = []
+    for span, n in points:
+        active = [(a, m) for a, m in active if a[0] == span[0] and a[2] >= span[1]]
+        if any(m != n and _meet(table[m][other], table[n][other]) for _, m in active):
+            return False
+        active.append((span, n))
+    return True
 
 
 def _action_label(action: object) -> str:
@@ -395,9 +435,12 @@ def rule_families(table: Table, rule: Rule) -> frozenset[Family]:
     action = rule.action
     if isinstance(action, Dnat | Snat):
         families &= {action.address.family}
-    if isinstance(action, Vmap) and action.key in (MapKey.SADDR, MapKey.DADDR):
-        families &= {f for value, _ in action.entries if isinstance(value, AddressSet)
-                     for f in value.families}
+    if isinstance(action, Vmap):
+        for index, key in enumerate(action.keys):
+            if key in (MapKey.SADDR, MapKey.DADDR):
+                families &= {f for values, _ in action.entries
+                             if isinstance(member := values[index], AddressSet)
+                             for f in member.families}
     return frozenset(families)
 
 

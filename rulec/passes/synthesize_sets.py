@@ -225,7 +225,7 @@ def _scan(rules: Sequence[Rule], blocked: set[int],
             if trimmed is None:
                 continue
             cut, intervals = trimmed
-            later = replace(rule, match=keyed(rule.match, key, cut))
+            later = replace(rule, match=keyed(rule.match, (key,), (cut,)))
             if not _may_move(slots[index + 1:], later, group, intervals, setting, budget):
                 if budget[0] <= 0:
                     break
@@ -422,7 +422,7 @@ def _slot_rule(slot: _Slot) -> Rule:
     for other in others:
         origins.extend((other.span,) if other.span is not None else ())
         origins.extend(other.origins)
-    return replace(first, match=slot.rest, action=Vmap(slot.key, tuple(slot.entries)),
+    return replace(first, match=slot.rest, action=Vmap.on(slot.key, slot.entries),
                    origins=tuple(origins))
 
 

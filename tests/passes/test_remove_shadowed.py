@@ -138,8 +138,8 @@ def test_other_chains_and_tables_do_not_shadow() -> None:
 
 def _vmap_ruleset(*later: ir.Rule) -> ir.Ruleset:
     tcp = Protocol(6)
-    vmap = ir.Vmap(ir.MapKey.DPORT, ((PortSet.of(22), ir.Drop()), (PortSet.of(80), ir.Jump("u")),
-                                     (PortSet.of(443), ir.Accept())))
+    vmap = ir.Vmap.on(ir.MapKey.DPORT, ((PortSet.of(22), ir.Drop()), (PortSet.of(80), ir.Jump("u")),
+                                        (PortSet.of(443), ir.Accept())))
     rules = (ir.Rule(match=ir.Match(proto=tcp), action=vmap), *later)
     return ir.Ruleset(tables=(ir.Table(kind=ir.TableKind.FILTER, family=Family.IP, chains=(
         ir.Chain(name="INPUT", hook=ir.Hook.INPUT, rules=rules),

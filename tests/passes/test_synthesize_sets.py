@@ -67,8 +67,8 @@ def test_interface_dispatch_becomes_one_map_rule() -> None:
     out = synthesized(["jump a in eth0", "goto b in eth1", "accept in eth2", "drop in eth3",
                        "return in eth4", "accept tcp"])
     [vmap] = maps(out)
-    assert vmap.key is ir.MapKey.IIFNAME
-    assert {(v.name, type(d).__name__) for v, d in vmap.entries if isinstance(v, Interface)} \
+    assert vmap.keys == (ir.MapKey.IIFNAME,)
+    assert {(v.name, type(d).__name__) for (v,), d in vmap.entries if isinstance(v, Interface)} \
         == {("eth0", "Jump"), ("eth1", "Goto"), ("eth2", "Accept"), ("eth3", "Drop"),
             ("eth4", "Return")}
     assert len(forward(out)) == 2 and forward(out)[0].match == ir.ANY
@@ -82,7 +82,7 @@ def test_the_map_takes_the_place_of_its_first_rule_and_keeps_the_spans() -> None
     out = synthesize_sets(ruleset, NFT)
     first, vmap_rule = forward(out)
     assert first is forward(ruleset)[0]
-    assert isinstance(vmap_rule.action, ir.Vmap) and vmap_rule.action.key is ir.MapKey.DADDR
+    assert isinstance(vmap_rule.action, ir.Vmap) and vmap_rule.action.keys == (ir.MapKey.DADDR,)
     assert vmap_rule.span is not None and vmap_rule.span.line == 4
     assert [s.line for s in vmap_rule.origins] == [5, 6, 7]
 
@@ -104,7 +104,7 @@ def test_overlaps_are_resolved_in_first_match_order() -> None:
     out = synthesize_sets(ruleset, NFT)
     verify(out)
     [vmap] = maps(out)
-    entries = {type(d).__name__: v for v, d in vmap.entries}
+    entries = {type(d).__name__: v for (v,), d in vmap.entries}
     assert len(vmap.entries) == 4  # 10.1.2.0/24 lies in 10.1.0.0/16: nothing left of it
     dropped = entries["Drop"]
     assert isinstance(dropped, AddressSet)
@@ -122,7 +122,7 @@ def test_two_rules_make_a_map_as_nft_o_would() -> None:
     out = synthesized(["accept ct state established,related", "drop ct state invalid",
                        "accept in lo"])
     [vmap] = maps(out)
-    assert vmap.key is ir.MapKey.CT_STATE and len(forward(out)) == 2
+    assert vmap.keys == (ir.MapKey.CT_STATE,) and len(forward(out)) == 2
     text = compile_ruleset(out, "nft", passes=()).artifact.text
     assert "ct state vmap { invalid : drop, established : accept, related : accept }" in text
 

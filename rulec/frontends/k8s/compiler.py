@@ -365,7 +365,7 @@ def _dispatch(pods: Sequence[tuple[Pod, str]], key: MapKey, text: str) -> list[R
         entries = tuple((AddressSet((a,)), Goto(chain)) for pod, chain in pods
                         for a in pod.addresses if a.family is family)
         if entries:
-            rules.append(Rule(action=Vmap(key=key, entries=entries), comment=text))
+            rules.append(Rule(action=Vmap.on(key, entries), comment=text))
     return rules
 
 
