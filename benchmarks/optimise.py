@@ -3,11 +3,12 @@ load time, what `nft -o` achieves on rulec's unoptimised output, and rules per p
 
     python benchmarks/optimise.py [--repeat 3] [--no-kernel] [--probes 400]
 
-Policies: (a) a 200-rule sidecar-style mesh policy where most rules differ only in port,
-(b) a generated 10k-rule policy whose rules share 50 source address groups, (c) every
-examples/*.rules. The passes are DEFAULT_PIPELINE as registered when this runs. Everything is
-measured in one run (so ratios are comparable on a shared machine); times are medians of
---repeat runs. Kernel columns load into fresh throwaway namespaces (needs root and nft).
+Policies: (a) a 200-rule sidecar-style mesh policy where most rules differ only in port, (b) a
+generated 10k-rule policy whose rules share 50 source address groups, (c) every
+examples/*.rules, (d) 1k allow-list terms on distinct (source, port) pairs. The passes are
+DEFAULT_PIPELINE as registered when this runs. Everything is measured in one run (so ratios are
+comparable on a shared machine); times are medians of --repeat runs. Kernel columns load into
+fresh throwaway namespaces (needs root and nft).
 
 Columns:
   IR in/out        rules in the IR before / after the pipeline (nft target's pipeline)
@@ -89,6 +90,24 @@ def grouped_policy(rules: int = 10_000) -> str:
         host = f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
         action = "drop" if i % 10 == 0 else "accept"
         out.append(f"    {action} tcp from $g{i % 50} to {host} dport {ports[i % 8]}")
+    out += ["  }", "}"]
+    return "\n".join(out) + "\n"
+
+
+def pairs_policy(rules: int = 1000) -> str:
+    """Terms that each allow (every seventh: drop) one source host to one port, no two on
+    the same pair, as an allow-list generator writes them: nothing differs in one field
+    only, so only a map on both fields (`nft -o`'s concatenation) shrinks it; a /24 deny in
+    the middle overlaps some terms."""
+    out = ["table ip filter {", "  chain FORWARD policy drop {",
+           "    accept ct state established,related"]
+    for i in range(rules):
+        if i == rules // 2:
+            out.append("    drop tcp from 198.19.3.0/24")
+        n = 0xC6130000 + i * 3  # 198.19.0.0/16
+        host = f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        action = "drop" if i % 7 == 0 else "accept"
+        out.append(f"    {action} tcp from {host} dport {1024 + i % 97}")
     out += ["  }", "}"]
     return "\n".join(out) + "\n"
 
@@ -261,7 +280,8 @@ def main() -> None:
     if kernel is not None and kernel.reason is not None:
         print(f"kernel columns skipped: {kernel.reason}", file=sys.stderr)
     policies = [("a: mesh-200", mesh_policy()), (f"b: groups-{args.size // 1000}k",
-                                                 grouped_policy(args.size))]
+                                                 grouped_policy(args.size)),
+                ("d: pairs-1k", pairs_policy())]
     policies += [(f"c: {p.stem}", p.read_text(encoding="utf-8"))
                  for p in sorted((ROOT / "examples").glob("*.rules"))]
     print(f"pipeline: {', '.join(DEFAULT_PIPELINE)}")

@@ -1,5 +1,5 @@
-"""For nft: rules that dispatch on one field become a verdict map, and large or repeated
-address and port sets become named sets.
+"""For nft: rules that dispatch on one field (or on a pair of fields) become a verdict map,
+and large or repeated address and port sets become named sets.
 
     before:  chain FORWARD {                    after:  chain FORWARD {
                jump web in eth0                           in vmap { eth0: jump web,
@@ -10,6 +10,10 @@ address and port sets become named sets.
                accept to { 10.0.0.1, 10.0.0.2 }            ...
              }                                             }
     (the IR printer writes the map as its rules under `# vmap on in:`, a set as `$name`)
+
+Rules that differ in two fields (`accept from 10.0.0.1 dport 22`, `drop from 10.0.0.2
+dport 80`) become a concatenated map (`ip saddr . tcp dport vmap`),
+as `nft -o` makes of adjacent ones.
 
 Why these thresholds (kernel-costs.md): a packet pays about 6 ns for every linear rule it
 does not match, and one map or set lookup costs about what no rule costs; so a map is never
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +63,7 @@ from rulec.ir.values import AddressSet, CtState, CtStates, Family, Interface, Po
 from rulec.passes.analysis import (
     disjoint,
     mark_setting_chains,
+    may_merge,
     merge_intervals,
     prefixes_of,
     sets_mark,
@@ -102,6 +108,11 @@ def synthesize_sets(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
     already decided is cut from the later entry; an overlap with an earlier jump (the packet
     comes back and goes on) refuses the rule. Interface keys must be exact names, address
     keys of one family, nothing negated.
+
+    Concatenated maps come first, under the same order rule: rules equal but for two key
+    fields holding unnamed values of at most LARGE_SET elements together; a pair that
+    overlaps an entry is not cut but stays a rule. A map whose entries all share one key's
+    value is written as that match and a one-key map.
 
     Named sets: see the module docstring; names are `addr4_`, `addr6_` or `ports_` and a
     hash of the content, so they do not change when unrelated rules do. Sets with both
@@ -151,7 +162,10 @@ def synthesize(ruleset: Ruleset, limits: Thresholds) -> Ruleset:
 
 def _table(table: Table, limits: Thresholds) -> Table:
     setting = mark_setting_chains(table)  # maps move no mark change: the same before/after
-    chains = tuple(_chain_maps(c, setting, limits.map_rules) for c in table.chains)
+    # Pairs first: their groups leave out two fields, so more rules share one, and what
+    # joins no pair map can still join a one-key map.
+    chains = tuple(_chain_maps(_chain_pairs(c, setting, limits.map_rules), setting,
+                               limits.map_rules) for c in table.chains)
     if any(a is not b for a, b in zip(chains, table.chains, strict=True)):
         table = replace(table, chains=chains)
     return _name_sets(table, limits)
@@ -260,11 +274,13 @@ def _plain(value: Any) -> MapValue:
     return value
 
 
-def _group_keys(rule: Rule) -> Iterable[tuple[MapKey, _GroupKey, MapValue]]:
-    """The ways `rule` could be a map entry: one per key field it tests suitably."""
+def _key_values(rule: Rule) -> list[tuple[MapKey, Family | None, MapValue]]:
+    """The fields `rule` tests in a way a map entry can hold (with the address family of an
+    address key); none if the rule cannot be an entry at all."""
     m = rule.match
     if not isinstance(rule.action, _VERDICTS) or rule.statements or m.limit is not None:
-        return
+        return []
+    out = []
     for key in MapKey:
         value = getattr(m, key.value)
         if value is None or value.negated:
@@ -276,8 +292,15 @@ def _group_keys(rule: Rule) -> Iterable[tuple[MapKey, _GroupKey, MapValue]]:
             family = value.prefixes[0].family
         elif isinstance(value, Interface) and value.is_wildcard:
             continue
-        rest = replace(m, **{key.value: None})
-        yield key, (key, family, rest, rule.comment), _plain(value)
+        out.append((key, family, _plain(value)))
+    return out
+
+
+def _group_keys(rule: Rule) -> Iterable[tuple[MapKey, _GroupKey, MapValue]]:
+    """The ways `rule` could be a map entry: one per key field it tests suitably."""
+    for key, family, value in _key_values(rule):
+        rest = replace(rule.match, **{key.value: None})
+        yield key, (key, family, rest, rule.comment), value
 
 
 class _Taken:
@@ -424,6 +447,159 @@ def _slot_rule(slot: _Slot) -> Rule:
         origins.extend(other.origins)
     return replace(first, match=slot.rest, action=Vmap.on(slot.key, slot.entries),
                    origins=tuple(origins))
+
+
+# --------------------------------------------------------------------------------------------
+# Concatenated maps: rules equal but for two key fields (`saddr . dport vmap { ... }`)
+
+# (the two keys, their address families, the match without them, comment)
+_PairGroup = tuple[MapKey, MapKey, Family | None, Family | None, Match, str | None]
+
+
+class _PairIndex:
+    """The entries of a forming two-key map, to tell whether a new pair overlaps one: pairs
+    are grouped by their exact first value; first values that differ must not overlap (else
+    the new pair stays a rule, which is always safe), and the second values under one first
+    value must not either. Logarithmic per pair, like _Taken."""
+
+    __slots__ = ("by_first", "firsts")
+
+    def __init__(self) -> None:
+        self.firsts = _Taken()
+        self.by_first: dict[MapValue, _Taken] = {}
+
+    def fits(self, first: MapValue, second: MapValue) -> bool:
+        seconds = self.by_first.get(first)
+        if seconds is not None:
+            return not seconds.meets(second, _spans(second))
+        return not self.firsts.meets(first, _spans(first))
+
+    def add(self, first: MapValue, second: MapValue) -> None:
+        seconds = self.by_first.get(first)
+        if seconds is None:
+            self.firsts.add(first, _spans(first), False)
+            seconds = self.by_first[first] = _Taken()
+        seconds.add(second, _spans(second), False)
+
+
+def _spans(value: MapValue) -> list[tuple[int, int]]:
+    return [] if isinstance(value, Interface) else _intervals(value)
+
+
+@dataclass(slots=True, eq=False)
+class _PairSlot:
+    members: list[Rule]
+    group: _PairGroup | None = None
+    index: _PairIndex | None = None
+
+
+def _elements(value: MapValue) -> int:
+    if isinstance(value, AddressSet):
+        return len(value.prefixes)
+    if isinstance(value, PortSet):
+        return len(value.ranges)
+    if isinstance(value, CtStates):
+        return len(value.states)
+    return 1
+
+
+def _pair_groups(rule: Rule) -> list[tuple[_PairGroup, MapValue, MapValue]]:
+    """The pairs of key fields `rule` could be an entry of. An entry's two values multiply
+    into map elements, so their product may not pass LARGE_SET (beyond, a set lookup per
+    rule is the better deal); a set the frontend named, to update it on its own, stays out
+    (it would vanish into the map)."""
+    found = [(k, f, v) for k, f, v in _key_values(rule)
+             if not (isinstance(raw := getattr(rule.match, k.value), AddressSet | PortSet)
+                     and raw.name is not None)]
+    out = []
+    for (k1, f1, v1), (k2, f2, v2) in itertools.combinations(found, 2):
+        if _elements(v1) * _elements(v2) > LARGE_SET:
+            continue
+        rest = replace(rule.match, **{k1.value: None, k2.value: None})
+        out.append(((k1, k2, f1, f2, rest, rule.comment), v1, v2))
+    return out
+
+
+def _chain_pairs(chain: Chain, setting: frozenset[str], minimum: int) -> Chain:
+    """The chain with runs of rules that differ in two key fields as concatenated maps (what
+    `nft -o` builds from adjacent rules; here, as for one key, a rule joins across every
+    rule it may pass under analysis.may_merge). Overlapping entries are not cut: a rule whose
+    pair meets an entry stays where it is. Itself if no map forms."""
+    slots: list[_PairSlot] = []
+    open_slots: dict[_PairGroup, list[int]] = {}
+    for rule in chain.rules:
+        groups = _pair_groups(rule)
+        joined = False
+        for group, first, second in groups:
+            for index in reversed(open_slots.get(group, [])[-MAX_OPEN:]):
+                slot = slots[index]
+                if slot.group not in (None, group):
+                    continue  # it became a map on another pair of keys
+                index_ = slot.index if slot.index is not None else _first_index(slot, group)
+                if not index_.fits(first, second):
+                    continue
+                between = _rules_after(slots, index)
+                if between is None or not may_merge(slot.members[0], between, rule, setting):
+                    continue
+                slot.group, slot.index = group, index_
+                index_.add(first, second)
+                slot.members.append(rule)
+                joined = True
+                break
+            if joined:
+                break
+        if not joined:
+            slots.append(_PairSlot([rule]))
+            for group, _, _ in groups:
+                open_slots.setdefault(group, []).append(len(slots) - 1)
+    if all(len(s.members) < max(minimum, 2) for s in slots):
+        return chain
+    rules: list[Rule] = []
+    for slot in slots:
+        if slot.group is None or len(slot.members) < max(minimum, 2):
+            rules.extend(slot.members)  # too small: its rules in their own places
+        else:
+            rules.append(_pair_rule(slot, slot.group))
+    return replace(chain, rules=tuple(rules))
+
+
+def _first_index(slot: _PairSlot, group: _PairGroup) -> _PairIndex:
+    """The index of a slot's lone first rule, as an entry of `group`."""
+    first = slot.members[0]
+    index = _PairIndex()
+    index.add(_plain(getattr(first.match, group[0].value)),
+              _plain(getattr(first.match, group[1].value)))
+    return index
+
+
+def _rules_after(slots: Sequence[_PairSlot], index: int) -> list[Rule] | None:
+    """The rules of the slots after `index`, or None if there are more than MAX_LOOKBACK."""
+    between: list[Rule] = []
+    for slot in slots[index + 1:]:
+        between.extend(slot.members)
+        if len(between) > MAX_LOOKBACK:
+            return None
+    return between
+
+
+def _pair_rule(slot: _PairSlot, group: _PairGroup) -> Rule:
+    k1, k2, _, _, rest, _ = group
+    first, others = slot.members[0], slot.members[1:]
+    origins = [*first.origins]
+    for other in others:
+        origins.extend((other.span,) if other.span is not None else ())
+        origins.extend(other.origins)
+    entries = tuple(((_plain(getattr(r.match, k1.value)), _plain(getattr(r.match, k2.value))),
+                     _verdict(r)) for r in slot.members)
+    # One key the same in every entry reads better as a plain match and a one-key map.
+    for same, varying in ((0, 1), (1, 0)):
+        if len({values[same] for values, _ in entries}) == 1:
+            fixed: dict[str, Any] = {(k1, k2)[same].value: entries[0][0][same]}
+            return replace(first, match=replace(rest, **fixed),
+                           action=Vmap.on((k1, k2)[varying],
+                                          ((values[varying], v) for values, v in entries)),
+                           origins=tuple(origins))
+    return replace(first, match=rest, action=Vmap((k1, k2), entries), origins=tuple(origins))
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,3 +63,42 @@ def test_packets_meet_the_map_entries_as_they_met_the_rules(topology: Topology,
         out = attempts(t.client, tries)
     assert [o.connected for o in out] == [True, False, True, False, True, False,
                                           False, True, True, True]
+
+
+PAIRS = """table ip filter {
+  chain FORWARD policy drop {
+    accept ct state established,related
+    accept tcp from 198.18.1.2 dport 9002
+    drop tcp from 198.18.1.3 dport 9002
+    jump web tcp from 198.18.1.4 dport 9002
+    accept udp dport 53
+    jump web tcp from 198.18.1.2 dport 9003
+    accept tcp from 198.18.1.3 dport 9003
+    drop tcp from 198.18.1.4 dport 9003
+    accept tcp from 198.18.1.0/24 dport 9003
+  }
+  chain web {
+    accept tcp dport 9002
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["nft", "nft-json"])
+def test_a_concatenated_map_decides_as_the_rules_did(topology: Topology, target: str) -> None:
+    """Rules that differ in source address and port become one `ip saddr . tcp dport` map
+    (across the udp rule, which no tcp packet meets): .2 reaches 9002 directly and 9003 not
+    through `web` (which only accepts 9002) but through the /24 rule after the map; .3 is
+    dropped on 9002 and accepted on 9003; .4 gets 9002 through `web` and is dropped on 9003.
+    The /24 rule overlaps the map's entries, so it stays a rule after it."""
+    t = topology
+    artifact = compile_text(PAIRS, target)
+    text = artifact.text
+    assert ("ip saddr . tcp dport vmap" in text) or ('"concat"' in text), text
+    verdict = load(artifact, t.router)
+    assert verdict.ok, verdict.summary() + "\n" + text
+    sources = (t.client4, t.client4_b, t.client4_c)
+    tries = [Attempt(t.server4, port, src=s) for s in sources for port in (9002, 9003)]
+    with server(t.server, [9002, 9003]):
+        out = attempts(t.client, tries)
+    assert [o.connected for o in out] == [True, True, False, True, True, False]

@@ -143,7 +143,10 @@ def test_verdict_maps_and_named_sets_preserve_outcomes(case: Case) -> None:
     optimised = _optimise_for_nft(case.ruleset)
     verify(optimised)
     _same_outcomes(case.ruleset, optimised, case.packets, case.host, "pipeline for nft")
-    assert _optimise_for_nft(optimised) == optimised, "the nft pipeline is not idempotent"
+    again = _optimise_for_nft(optimised)
+    assert again == optimised, (
+        f"the nft pipeline is not idempotent\n--- input\n{print_ruleset(case.ruleset)}"
+        f"--- once\n{print_ruleset(optimised)}--- twice\n{print_ruleset(again)}")
     lowered = _nft_view(optimised)
     if not isinstance(lowered, RulecError):
         _same_outcomes(case.ruleset, lowered, case.packets, case.host,
