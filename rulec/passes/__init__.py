@@ -75,10 +75,14 @@ def run_pipeline(ruleset: Ruleset, ctx: PassContext,
         raise RulecError.single("E0001", f"unknown pass {', '.join(unknown)}; known passes: "
                                 f"{', '.join(PASSES) or 'none'}", None)
     stats = []
+    produced: dict[str, Ruleset] = {}  # pass name -> the ruleset it last returned
     for name in names:
         before = rule_count(ruleset)
         start = time.perf_counter()
-        ruleset = PASSES[name](ruleset, ctx)
+        # A pass run again on its own result (nothing between changed it) would return that
+        # very object: passes are idempotent (tests/passes holds them to it). Skip the work.
+        if produced.get(name) is not ruleset:
+            ruleset = produced[name] = PASSES[name](ruleset, ctx)
         elapsed = time.perf_counter() - start
         if ctx.verify:
             verify(ruleset)

@@ -10,10 +10,11 @@ sets (overlapping and adjacent ranges join), negated or not.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
-from rulec.ir.values import AddressSet, PortSet
+from rulec.ir.values import AddressSet, PortSet, Prefix
 from rulec.passes.analysis import collapse_prefixes, collapse_ranges
 from rulec.passes.context import PassContext
 
@@ -45,16 +46,25 @@ def _rule(_table: Table, _chain: Chain, rule: Rule) -> tuple[Rule, ...]:
     changes: dict[str, Any] = {}
     for name in ("saddr", "daddr"):
         addresses: AddressSet | None = getattr(m, name)
-        if addresses is not None and len(addresses.prefixes) > 1:
+        if addresses is not None and len(addresses.prefixes) > 1 and not _minimal(
+                addresses.prefixes):
             collapsed = collapse_prefixes(addresses.prefixes)
             if collapsed != addresses.prefixes:
                 changes[name] = AddressSet(collapsed, addresses.negated, addresses.name)
     for name in ("sport", "dport", "ct_orig_dport"):
         ports: PortSet | None = getattr(m, name)
-        if ports is not None and len(ports.ranges) > 1:
+        if ports is not None and len(ports.ranges) > 1 and any(
+                low <= high + 1 for (_, high), (low, _) in pairwise(ports.ranges)):
             merged = collapse_ranges(ports.ranges)
             if merged != ports.ranges:
                 changes[name] = PortSet(merged, ports.negated, ports.name)
     if not changes:
         return (rule,)
     return (replace(rule, match=replace(m, **changes)),)
+
+
+def _minimal(prefixes: tuple[Prefix, ...]) -> bool:
+    """Whether sorted prefixes (as an AddressSet keeps them) are already collapsed because
+    each ends before the next starts with a gap: then no two join or contain one another
+    (the common case, checked without building anything)."""
+    return all(a.family is not b.family or b.first > a.last + 1 for a, b in pairwise(prefixes))

@@ -8,8 +8,9 @@ says "disjoint" or "may merge" must be true there for every packet; "unsure" is 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from rulec.ir.nodes import (
@@ -150,37 +151,50 @@ def _families(m: Match) -> frozenset[Family]:
 
 
 def _address_space(value: AddressSet | None, family: Family) -> list[Interval]:
-    top = (1 << family.bits) - 1
+    bits = family.bits
+    top = (1 << bits) - 1
     if value is None:
         return [(0, top)]
-    inside = merge_intervals((p.first, p.last) for p in value.prefixes if p.family is family)
+    prefixes = value.prefixes
+    if len(prefixes) == 1:  # most sets: no merging to do
+        p = prefixes[0]
+        inside = [(p.network, p.network | ((1 << (bits - p.length)) - 1))] if (
+            p.family is family) else []
+    else:
+        inside = merge_intervals((p.first, p.last) for p in prefixes if p.family is family)
     return _complement(inside, top) if value.negated else inside
 
 
 def _port_space(value: PortSet) -> list[Interval]:
-    inside = merge_intervals(value.ranges)
+    inside = list(value.ranges) if len(value.ranges) == 1 else merge_intervals(value.ranges)
     return _complement(inside, MAX_PORT) if value.negated else inside
 
 
 def _ports_disjoint(a: PortSet | None, b: PortSet | None) -> bool:
     # A port test needs a port, so None ("no test") is the only value that matches port-less
     # packets; two tests meet only where their port sets do.
-    return a is not None and b is not None and not meet(_port_space(a), _port_space(b))
+    if a is None or b is None:
+        return False
+    if len(a.ranges) == 1 and len(b.ranges) == 1 and not a.negated and not b.negated:
+        (low_a, high_a), (low_b, high_b) = a.ranges[0], b.ranges[0]  # the common case
+        return high_a < low_b or high_b < low_a
+    return not meet(_port_space(a), _port_space(b))
+
+
+def _required(m: Match) -> tuple[int | None, int | None, bool]:
+    """(the protocol it needs, the one it excludes, whether it can match at all)"""
+    need = m.proto.number if m.proto is not None and not m.proto.negated else None
+    exclude = m.proto.number if m.proto is not None and m.proto.negated else None
+    if m.tcp_flags is not None:  # the evaluator tests flags of TCP packets only
+        if (need is not None and need != TCP) or exclude == TCP:
+            return None, None, False
+        need = TCP
+    return need, exclude, True
 
 
 def _protos_disjoint(a: Match, b: Match) -> bool:
-    def required(m: Match) -> tuple[int | None, int | None, bool]:
-        """(the protocol it needs, the one it excludes, whether it can match at all)"""
-        need = m.proto.number if m.proto is not None and not m.proto.negated else None
-        exclude = m.proto.number if m.proto is not None and m.proto.negated else None
-        if m.tcp_flags is not None:  # the evaluator tests flags of TCP packets only
-            if (need is not None and need != TCP) or exclude == TCP:
-                return None, None, False
-            need = TCP
-        return need, exclude, True
-
-    need_a, exclude_a, ok_a = required(a)
-    need_b, exclude_b, ok_b = required(b)
+    need_a, exclude_a, ok_a = _required(a)
+    need_b, exclude_b, ok_b = _required(b)
     if not ok_a or not ok_b:
         return True
     if need_a is not None and need_b is not None:
@@ -426,15 +440,30 @@ class _Group:
     """Rules equal but for one field, merging into the rule at `head` of the output."""
 
     head: int
-    key: Match  # the head's match without the field: every member's match lies inside it
+    # The head's match without the field: every member's match lies inside it. Built when a
+    # second rule arrives (most groups never get one).
+    key: Match | None
     # Indices after `head` already sorted into `relevant` (the rest are not yet looked at).
     scanned: int
     # Rules after `head` that may stop a merge: not disjoint from `key`, or setting the mark.
     # A rule disjoint from `key` is disjoint from every member, so may_merge need not see it.
     relevant: list[int] = field(default_factory=list)
     # Heads of other groups after `head` that merges have widened, and how many of their
-    # members this group has found disjoint from `key` so far (None: all of them ever will).
-    judged: dict[int, int | None] = field(default_factory=dict)
+    # members this group has found disjoint from `key` so far.
+    judged: dict[int, int] = field(default_factory=dict)
+    # Widened heads it need not judge again: in `relevant`, at or before `head`, or with a key
+    # disjoint from `key` (so are all their members, however many more come).
+    settled: set[int] = field(default_factory=set)
+
+
+# The fields that make two rules equal (span and origins do not): a rule's group key is them
+# with the merged field left out, a tuple being far cheaper to build than a rule.
+_RULE_REST = attrgetter(*(f.name for f in fields(Rule) if f.compare and f.name != "match"))
+
+
+@functools.cache
+def _match_rest(field_name: str) -> Callable[[Match], tuple[Any, ...]]:
+    return attrgetter(*(f.name for f in fields(Match) if f.compare and f.name != field_name))
 
 
 def _merge_field(rules: tuple[Rule, ...], field_name: str,
@@ -447,7 +476,8 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     disjoint however it grows), else member by member, each once; a head's union is collapsed
     once when next needed, not once per merge."""
     out: list[Rule] = []
-    groups: dict[Rule, _Group] = {}  # rule without the field -> its group
+    groups: dict[tuple[Any, ...], _Group] = {}  # rule without the field -> its group
+    match_rest = _match_rest(field_name)
     keys: dict[int, Match] = {}  # head -> its group's key
     members: dict[int, list[Rule]] = {}  # head -> every rule merged into it, in order
     pending: dict[int, int] = {}  # head -> how many of its members are not yet in its set
@@ -467,21 +497,23 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
 
     def widened_blockers(group: _Group) -> list[int]:
         """Widened heads after the group's head whose new members may meet its key."""
+        assert group.key is not None
         found = []
-        for j in members:
-            if j <= group.head or j in group.relevant:
+        # Set difference in C: most widened heads are settled for this group early on.
+        for j in members.keys() - group.settled:
+            if j <= group.head:
+                group.settled.add(j)
                 continue
             done = group.judged.get(j, 0)
-            if done is None:
-                continue
             if done == 0 and disjoint(keys[j], group.key, marks=False):
-                group.judged[j] = None
+                group.settled.add(j)
                 continue
             grown = members[j]
             if all(disjoint(r.match, group.key, marks=False) for r in grown[done:]):
                 group.judged[j] = len(grown)
             else:
                 found.append(j)
+                group.settled.add(j)  # relevant from now on
         return found
 
     for rule in rules:
@@ -489,13 +521,17 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         if value is None or value.negated or rule.match.limit is not None:
             out.append(rule)
             continue
-        key = replace(rule, match=replace(rule.match, **{field_name: None}))
+        key = (match_rest(rule.match), _RULE_REST(rule))
         group = groups.get(key)
         if group is not None:
+            if group.key is None:
+                group.key = replace(out[group.head].match, **{field_name: None})
+                keys[group.head] = group.key
             for j in range(group.scanned, len(out)):
                 if sets_mark(out[j], setting) or not disjoint(out[j].match, group.key,
                                                                 marks=False):
                     group.relevant.append(j)
+                    group.settled.add(j)
             group.scanned = len(out)
             group.relevant.extend(widened_blockers(group))  # sets only grow: once in, stays
             # A terminal rule's members need not be collapsed to judge it: may_merge only
@@ -507,8 +543,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                 pending[group.head] = pending.get(group.head, 0) + 1
                 changed = True
                 continue
-        groups[key] = _Group(head=len(out), key=key.match, scanned=len(out) + 1)
-        keys[len(out)] = key.match
+        groups[key] = _Group(head=len(out), key=None, scanned=len(out) + 1)
         out.append(rule)
     for j in list(pending):
         current(j)

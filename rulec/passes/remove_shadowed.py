@@ -22,6 +22,8 @@ import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from itertools import compress
+from operator import itemgetter
 
 from rulec.diagnostics import Diagnostic, warning
 from rulec.ir.nodes import (
@@ -33,6 +35,7 @@ from rulec.ir.nodes import (
     Ruleset,
     SetMark,
     Table,
+    Vmap,
     vmap_rules,
 )
 from rulec.ir.values import (
@@ -186,8 +189,21 @@ def _ports(value: PortSet) -> Intervals:
 
 
 def _addresses(value: AddressSet, family: Family) -> Intervals:
-    inside = _merge((p.first, p.last) for p in value.prefixes if p.family is family)
-    return _complement(inside, 0, (1 << family.bits) - 1) if value.negated else inside
+    bits = family.bits
+    # Prefixes are sorted by address (AddressSet keeps them so): join them without sorting.
+    out: list[tuple[int, int]] = []
+    for p in value.prefixes:
+        if p.family is not family:
+            continue
+        low = p.network
+        high = low | ((1 << (bits - p.length)) - 1)
+        if out and low <= out[-1][1] + 1:
+            if high > out[-1][1]:
+                out[-1] = (out[-1][0], high)
+        else:
+            out.append((low, high))
+    inside = tuple(out)
+    return _complement(inside, 0, (1 << bits) - 1) if value.negated else inside
 
 
 def _kinds(value: AddrType) -> Intervals:
@@ -305,6 +321,11 @@ def _subtract_intervals(x: Intervals, y: Intervals) -> Intervals:
     return tuple(out)
 
 
+# log2 of each dimension's domain size, per family: _cover() is hot.
+_LOG_DOMAINS = {f: tuple(math.log2(high - low + 1) for low, high in domains)
+                for f, domains in _DOMAINS.items()}
+
+
 @dataclass(slots=True, eq=False)
 class _Cover:
     """An earlier terminal rule's box, as the index holds it."""
@@ -313,32 +334,39 @@ class _Cover:
     box: Box
     dims: tuple[int, ...]  # the constrained dimensions
     volume: float  # log2 of the share of the family's packets it holds: broadest first
+    # (dimension, intervals) of each constrained dimension, for the hot tests below.
+    tests: tuple[tuple[int, Intervals], ...]
     alive: bool = True  # False once a mark change between it and later rules makes it unsafe
 
 
 def _cover(position: int, box: Box, family: Family) -> _Cover:
-    dims = tuple(d for d in range(_DIMS) if box[d] is not None)
+    tests = tuple((d, value) for d, value in enumerate(box) if value is not None)
     volume = 0.0
-    for d in dims:
-        low, high = _DOMAINS[family][d]
-        volume += math.log2(_size(box[d] or ())) - math.log2(high - low + 1)
-    return _Cover(position, box, dims, volume)
+    logs = _LOG_DOMAINS[family]
+    for d, value in tests:
+        size = value[0][1] - value[0][0] + 1 if len(value) == 1 else _size(value)
+        volume += math.log2(size) - logs[d]
+    return _Cover(position, box, tuple(d for d, _ in tests), volume, tests)
+
 
 
 def _overlaps(piece: Box, cover: _Cover) -> bool:
-    box = cover.box
-    for d in cover.dims:
+    for d, other in cover.tests:
         value = piece[d]
-        if value is not None and not meet(value, box[d] or ()):
+        if value is None:
+            continue
+        if len(value) == 1 and len(other) == 1:  # meet() inlined: the common case, and hot
+            if value[0][0] > other[0][1] or other[0][0] > value[0][1]:
+                return False
+        elif not meet(value, other):
             return False
     return True
 
 
 def _contains(cover: _Cover, piece: Box) -> bool:
-    box = cover.box
-    for d in cover.dims:
+    for d, other in cover.tests:
         value = piece[d]
-        if value is None or not _within(value, box[d] or ()):
+        if value is None or not _within(value, other):
             return False
     return True
 
@@ -359,13 +387,16 @@ def _pieces(piece: Box, cover: _Cover, domains: tuple[tuple[int, int], ...]) -> 
     return out
 
 
+_first, _second = itemgetter(0), itemgetter(1)
+
+
 class _Index:
     """The usable earlier terminal rules of one family, found by interval overlap."""
 
     def __init__(self, family: Family) -> None:
         self.family = family
         self.covers: list[_Cover] = []
-        self.wild: dict[int, list[int]] = {d: [] for d in _INDEXED}  # unconstrained there
+        self.wild: dict[int, set[int]] = {d: set() for d in _INDEXED}  # unconstrained there
         # dimension -> width class -> (lows, [(high, cover id)]) sorted by low; an interval
         # of class c is narrower than 2**c, so one meeting [a, b] starts in (a - 2**c, b].
         self.buckets: dict[int, dict[int, tuple[list[int], list[tuple[int, int]]]]] = {
@@ -380,7 +411,7 @@ class _Index:
         for d in _INDEXED:
             value = cover.box[d]
             if value is None:
-                self.wild[d].append(cid)
+                self.wild[d].add(cid)
                 continue
             for low, high in value:
                 lows, entries = self.buckets[d].setdefault((high - low).bit_length(), ([], []))
@@ -408,16 +439,23 @@ class _Index:
                     return bound
         return total
 
-    def _hits(self, d: int, query: Intervals) -> set[int]:
-        found = set(self.wild[d])
+    def _hits(self, d: int, query: Intervals, *, wild: bool = True) -> set[int]:
+        """Covers meeting `query` in dimension `d`; without those unconstrained there if not
+        `wild`."""
+        found = set(self.wild[d]) if wild else set()
         for width_class, (lows, entries) in self.buckets[d].items():
             reach = (1 << width_class) - 1
             for low, high in query:
                 start = bisect.bisect_left(lows, low - reach)
-                for k in range(start, bisect.bisect_right(lows, high)):
-                    end, cid = entries[k]
-                    if end >= low:
-                        found.add(cid)
+                middle = bisect.bisect_left(lows, low, start)
+                # Those starting inside [low, high] meet it; those starting before, if they
+                # reach `low`. Slices, map() and compress() keep the loop out of Python.
+                found.update(map(_second, entries[middle:bisect.bisect_right(lows, high,
+                                                                             middle)]))
+                if start < middle:
+                    before = entries[start:middle]
+                    found.update(compress(map(_second, before),
+                                          map(low.__le__, map(_first, before))))
         return found
 
     def candidates(self, box: Box, cap: int) -> list[_Cover]:
@@ -447,6 +485,18 @@ class _Index:
                 second = box[ranked[1][1]]
                 assert second is not None
                 hits &= self._hits(ranked[1][1], second)
+            # Many left (e.g. rules differing only in a field most covers leave open): drop
+            # those that miss the box in another dimension where few covers are constrained
+            # and meet it, by set operations in C before the exact test below in Python.
+            for d in _INDEXED:
+                value = box[d]
+                if len(hits) <= _FEW:
+                    break
+                if value is None or d == ranked[0][1] or d == ranked[-1][1]:
+                    continue
+                wild = len(self.wild[d])
+                if self._estimate(d, value, wild + len(hits)) - wild < len(hits):
+                    hits = (hits & self.wild[d]) | (hits & self._hits(d, value, wild=False))
             ids = sorted(hits)
         found = [c for cid in ids if (c := self.covers[cid]).alive and _overlaps(box, c)]
         found.sort(key=lambda c: (-c.volume, c.position))
@@ -577,7 +627,7 @@ def _chain(chain: Chain, families: tuple[Family, ...], setting: frozenset[str],
     indexes = {f: _Index(f) for f in families}
     kept: list[Rule] = []
     for position, rule in enumerate(chain.rules):
-        boxes, _ = _boxes(vmap_rules(rule), families)
+        boxes, exact_boxes = _boxes(vmap_rules(rule), families)
         covering = _covering(boxes, indexes, WORK_PER_RULE) if boxes else None
         if covering is not None:
             warnings.append(_warning(chain, position, rule, covering))
@@ -586,8 +636,13 @@ def _chain(chain: Chain, families: tuple[Family, ...], setting: frozenset[str],
         if _changes_mark(rule, setting):
             for index in indexes.values():
                 index.forget_marks()
-        decided = [r for r in vmap_rules(rule) if not isinstance(r.action, NON_TERMINAL)]
-        ends, exact = _boxes(decided, families)
+        if isinstance(rule.action, Vmap):
+            decided = [r for r in vmap_rules(rule) if not isinstance(r.action, NON_TERMINAL)]
+            ends, exact = _boxes(decided, families)
+        elif isinstance(rule.action, NON_TERMINAL):
+            continue
+        else:  # a plain rule that ends the walk: its boxes are the ones just searched
+            ends, exact = boxes, exact_boxes
         if exact:
             for family, box in ends:
                 indexes[family].add(_cover(position, box, family))
