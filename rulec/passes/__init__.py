@@ -67,26 +67,41 @@ class PassStats:
     seconds: float
 
 
+# Rounds of the whole list before run_pipeline settles for what it has (always correct, if
+# then not a fixed point); real policies settle in one or two.
+MAX_ROUNDS = 4
+
+
 def run_pipeline(ruleset: Ruleset, ctx: PassContext,
                  names: Sequence[str] = DEFAULT_PIPELINE) -> tuple[Ruleset, tuple[PassStats, ...]]:
-    """Run the named passes in order; returns the result and per-pass statistics."""
+    """Run the named passes in order, and the whole list again until a round changes nothing,
+    so that running the pipeline on its own output changes nothing either: a merge can join a
+    later rule into an earlier one that then covers a rule between them, which only the next
+    round's remove_shadowed sees. Returns the result and statistics for every pass run."""
     unknown = [n for n in names if n not in PASSES]
     if unknown:
         raise RulecError.single("E0001", f"unknown pass {', '.join(unknown)}; known passes: "
                                 f"{', '.join(PASSES) or 'none'}", None)
     stats = []
     produced: dict[str, Ruleset] = {}  # pass name -> the ruleset it last returned
-    for name in names:
-        before = rule_count(ruleset)
-        start = time.perf_counter()
-        # A pass run again on its own result (nothing between changed it) would return that
-        # very object: passes are idempotent (tests/passes holds them to it). Skip the work.
-        if produced.get(name) is not ruleset:
+    for round_ in range(MAX_ROUNDS):
+        start_of_round = ruleset
+        for name in names:
+            # A pass run again on its own result (nothing between changed it) would return
+            # that very object: passes are idempotent (tests/passes holds them to it).
+            if produced.get(name) is ruleset:
+                if round_ == 0:
+                    stats.append(PassStats(name, rule_count(ruleset), rule_count(ruleset), 0.0))
+                continue
+            before = rule_count(ruleset)
+            start = time.perf_counter()
             ruleset = produced[name] = PASSES[name](ruleset, ctx)
-        elapsed = time.perf_counter() - start
-        if ctx.verify:
-            verify(ruleset)
-        stats.append(PassStats(name, before, rule_count(ruleset), elapsed))
+            elapsed = time.perf_counter() - start
+            if ctx.verify:
+                verify(ruleset)
+            stats.append(PassStats(name, before, rule_count(ruleset), elapsed))
+        if ruleset is start_of_round:
+            break
     return ruleset, tuple(stats)
 
 

@@ -630,7 +630,8 @@ def _chain(chain: Chain, families: tuple[Family, ...], setting: frozenset[str],
         boxes, exact_boxes = _boxes(vmap_rules(rule), families)
         covering = _covering(boxes, indexes, WORK_PER_RULE) if boxes else None
         if covering is not None:
-            warnings.append(_warning(chain, position, rule, covering))
+            if not _made_by_merges(chain, rule, covering):
+                warnings.append(_warning(chain, position, rule, covering))
             continue
         kept.append(rule)
         if _changes_mark(rule, setting):
@@ -649,6 +650,16 @@ def _chain(chain: Chain, families: tuple[Family, ...], setting: frozenset[str],
     if len(kept) == len(chain.rules):
         return chain
     return replace(chain, rules=tuple(kept))
+
+
+def _made_by_merges(chain: Chain, rule: Rule, covering: list[int]) -> bool:
+    """Whether a cover holds a rule written after `rule`, merged into an earlier one (a merge
+    may pass a rule with the same action): the source was not wrong, so no warning."""
+    span = rule.span
+    if span is None:
+        return False
+    return any(o.source is span.source and o.start > span.start
+               for index in covering for o in chain.rules[index].origins)
 
 
 def _warning(chain: Chain, position: int, rule: Rule, covering: list[int]) -> Diagnostic:

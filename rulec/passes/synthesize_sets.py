@@ -128,8 +128,8 @@ def synthesize_sets(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
     ...   chain a { accept }
     ...   chain b { drop } }''')
     >>> out = synthesize_sets(r, PassContext(named_sets=True))
-    >>> out.tables[0].chains[0].rules[0].action.key
-    <MapKey.IIFNAME: 'iifname'>
+    >>> out.tables[0].chains[0].rules[0].action.keys
+    (<MapKey.IIFNAME: 'iifname'>,)
     >>> print(print_ruleset(out), end="")
     table ip filter {
       chain FORWARD {
@@ -149,7 +149,7 @@ def synthesize_sets(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
     """
     if not ctx.named_sets:
         return ruleset
-    return synthesize(ruleset, Thresholds())
+    return synthesize(ruleset, ctx.thresholds or Thresholds())
 
 
 def synthesize(ruleset: Ruleset, limits: Thresholds) -> Ruleset:

@@ -241,3 +241,18 @@ def test_in_the_default_pipeline_and_reported_by_the_api(tmp_path: Path,
     assert cli.main(["compile", "--target", "nft", str(path)]) == 0
     err = capsys.readouterr().err
     assert f"{path}:4:5: warning[W0102]: rule is shadowed" in err
+
+
+def test_a_rule_covered_only_after_a_merge_goes_without_a_warning() -> None:
+    """The third rule merges into the first (it may pass the second: same action), and the
+    widened first rule then covers the second. The source was not wrong, so the pipeline's
+    next round removes the second rule silently; rerunning the pipeline changes nothing."""
+    ruleset = parse_text("table ip filter {\n  chain INPUT {\n    accept from 10.0.1.0/24\n"
+                         "    accept from 10.0.0.0/24 to 10.0.0.0/24 in eth0\n"
+                         "    accept from 10.0.0.0/24\n  }\n}\n", "p.rules")
+    result = compile_ruleset(ruleset, "nft")
+    assert [rule_text(r) for r in result.ruleset.tables[0].chains[0].rules] == [
+        "accept from 10.0.0.0/23"]
+    assert not [w for w in result.warnings if w.code == CODE]
+    again = compile_ruleset(result.ruleset, "nft")
+    assert again.ruleset == result.ruleset and not again.warnings

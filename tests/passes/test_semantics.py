@@ -125,9 +125,8 @@ _LOW = Thresholds(map_rules=2, set_uses=2, large_set=3)
 
 def _optimise_for_nft(ruleset: ir.Ruleset) -> ir.Ruleset:
     """The default pipeline for nft, with synthesize_sets at the low thresholds."""
-    rest = tuple(n for n in DEFAULT_PIPELINE if n != "synthesize_sets")
-    out, _ = run_pipeline(ruleset, PassContext(verify=True, named_sets=True), rest)
-    return synthesize(out, _LOW)
+    ctx = PassContext(verify=True, named_sets=True, thresholds=_LOW)
+    return run_pipeline(ruleset, ctx, DEFAULT_PIPELINE)[0]
 
 
 @PROPERTY
