@@ -326,6 +326,10 @@ def disjoint(a: Match, b: Match, *, marks: bool = True) -> bool:
     >>> disjoint(web, Match(proto=Protocol(6), dport=PortSet.of(22, 80)))
     False
     """
+    # Ports first: the common way rules differ, and the cheapest test (a shortcut only: the
+    # same test runs again below).
+    if _ports_disjoint(a.dport, b.dport) or _ports_disjoint(a.sport, b.sport):
+        return True
     families = _families(a) & _families(b)
     if not families or _other_fields_disjoint(a, b, marks):
         return True

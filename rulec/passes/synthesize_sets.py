@@ -81,6 +81,9 @@ MAX_LOOKBACK = 256
 MAX_SCANS = 4
 # Places one rule may try to join, per group key: beyond them it stays where it is.
 MAX_OPEN = 8
+# Rules a pair-map entry may move past (each tested against it every time): a run of pairs
+# written together joins whatever its length; scattered ones stay rules, which is safe.
+PAIR_LOOKBACK = 32
 # The match fields that may name a set (each prints as `<field> @name` in nft).
 _SET_FIELDS = ("saddr", "daddr", "sport", "dport")
 
@@ -573,11 +576,11 @@ def _first_index(slot: _PairSlot, group: _PairGroup) -> _PairIndex:
 
 
 def _rules_after(slots: Sequence[_PairSlot], index: int) -> list[Rule] | None:
-    """The rules of the slots after `index`, or None if there are more than MAX_LOOKBACK."""
+    """The rules of the slots after `index`, or None if there are more than PAIR_LOOKBACK."""
     between: list[Rule] = []
     for slot in slots[index + 1:]:
         between.extend(slot.members)
-        if len(between) > MAX_LOOKBACK:
+        if len(between) > PAIR_LOOKBACK:
             return None
     return between
 
