@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rulec.diagnostics import Span
 from rulec.ir.nodes import (
     NON_TERMINAL,
     Accept,
@@ -443,13 +444,18 @@ def _may_move(between: Sequence[_Slot], later: Rule, group: _GroupKey,
 def _slot_rule(slot: _Slot) -> Rule:
     if slot.key is None or slot.rest is None:
         return slot.members[0]
-    first, others = slot.members[0], slot.members[1:]
+    return replace(slot.members[0], match=slot.rest, action=Vmap.on(slot.key, slot.entries),
+                   origins=_origins(slot.members))
+
+
+def _origins(members: Sequence[Rule]) -> tuple[Span, ...]:
+    """A map rule's origins: the first member's, then every other member's span and origins."""
+    first, others = members[0], members[1:]
     origins = [*first.origins]
     for other in others:
         origins.extend((other.span,) if other.span is not None else ())
         origins.extend(other.origins)
-    return replace(first, match=slot.rest, action=Vmap.on(slot.key, slot.entries),
-                   origins=tuple(origins))
+    return tuple(origins)
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,11 +593,7 @@ def _rules_after(slots: Sequence[_PairSlot], index: int) -> list[Rule] | None:
 
 def _pair_rule(slot: _PairSlot, group: _PairGroup) -> Rule:
     k1, k2, _, _, rest, _ = group
-    first, others = slot.members[0], slot.members[1:]
-    origins = [*first.origins]
-    for other in others:
-        origins.extend((other.span,) if other.span is not None else ())
-        origins.extend(other.origins)
+    first, origins = slot.members[0], _origins(slot.members)
     entries = tuple(((_plain(getattr(r.match, k1.value)), _plain(getattr(r.match, k2.value))),
                      _verdict(r)) for r in slot.members)
     # One key the same in every entry reads better as a plain match and a one-key map.
@@ -601,8 +603,8 @@ def _pair_rule(slot: _PairSlot, group: _PairGroup) -> Rule:
             return replace(first, match=replace(rest, **fixed),
                            action=Vmap.on((k1, k2)[varying],
                                           ((values[varying], v) for values, v in entries)),
-                           origins=tuple(origins))
-    return replace(first, match=rest, action=Vmap((k1, k2), entries), origins=tuple(origins))
+                           origins=origins)
+    return replace(first, match=rest, action=Vmap((k1, k2), entries), origins=origins)
 
 
 # --------------------------------------------------------------------------------------------
