@@ -135,7 +135,11 @@ def _selected_passes(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 
 def _print_stats(result: api.CompileResult) -> None:
+    shown = 1
     for stat in result.pass_stats:
+        if stat.round != shown:  # the pipeline runs again until a round changes nothing
+            shown = stat.round
+            print(f"round {shown}: the passes whose input changed", file=sys.stderr)
         print(f"pass {stat.name:<20} rules {stat.rules_in:>7} -> {stat.rules_out:<7} "
               f"{stat.seconds * 1000:8.1f} ms", file=sys.stderr)
     for table, count in kernel_rule_counts(result.artifact).items():

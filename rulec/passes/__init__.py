@@ -65,6 +65,7 @@ class PassStats:
     rules_in: int
     rules_out: int
     seconds: float
+    round: int = 1  # run_pipeline's round (later rounds list only the passes that ran)
 
 
 # Rounds of the whole list before run_pipeline settles for what it has (always correct, if
@@ -91,7 +92,8 @@ def run_pipeline(ruleset: Ruleset, ctx: PassContext,
             # that very object: passes are idempotent (tests/passes holds them to it).
             if produced.get(name) is ruleset:
                 if round_ == 0:
-                    stats.append(PassStats(name, rule_count(ruleset), rule_count(ruleset), 0.0))
+                    stats.append(PassStats(name, rule_count(ruleset), rule_count(ruleset), 0.0,
+                                           round_ + 1))
                 continue
             before = rule_count(ruleset)
             start = time.perf_counter()
@@ -99,7 +101,7 @@ def run_pipeline(ruleset: Ruleset, ctx: PassContext,
             elapsed = time.perf_counter() - start
             if ctx.verify:
                 verify(ruleset)
-            stats.append(PassStats(name, before, rule_count(ruleset), elapsed))
+            stats.append(PassStats(name, before, rule_count(ruleset), elapsed, round_ + 1))
         if ruleset is start_of_round:
             break
     return ruleset, tuple(stats)

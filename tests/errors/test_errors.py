@@ -120,3 +120,20 @@ def test_compile_ipset_is_for_iptables_only(tmp_path: Path,
     assert (code, out) == (cli.EXIT_USAGE, "")
     assert "--ipset applies to --target iptables/ip6tables only" in err
     assert not (tmp_path / "sets").exists()
+
+
+def test_compile_stats_lists_each_pass_and_marks_a_second_round(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The merge of the two icmp rules changes the ruleset, so the pipeline runs a second
+    round, listed under its own heading, and then stops: nothing changed in it."""
+    (tmp_path / "p.rules").write_text(
+        "table ip filter {\n  chain INPUT {\n    accept icmp type echo-request\n"
+        "    accept icmp type echo-reply\n  }\n}\n", encoding="utf-8")
+    code, _, err = run_check(["compile", "p.rules", "-t", "nft", "--stats"], tmp_path,
+                             monkeypatch)
+    assert code == cli.EXIT_OK
+    lines = err.splitlines()
+    assert "pass merge_icmp_types     rules       2 -> 1      " in "\n".join(lines)
+    assert lines.count("round 2: the passes whose input changed") == 1
+    assert not any(line.startswith("round 3") for line in lines)
+    assert lines[-1] == "kernel rules in ip rulec-filter: 1"
