@@ -179,14 +179,8 @@ def load(artifact: Artifact, ns: Namespace, variant: str | None = None) -> Kerne
 
 def _load_ipsets(artifact: Artifact, ns: Namespace) -> KernelVerdict:
     argv = ["ipset", "restore", "-exist"]
-    try:
-        done = ns.run(argv, input=artifact.ipsets, check=False, timeout=TIMEOUT * 3)
-    except CommandError as exc:
-        return KernelVerdict(ok=False, target=artifact.target, loader=" ".join(argv),
-                             message=str(exc))
-    message = "\n".join(s.strip() for s in (done.stdout, done.stderr) if s.strip())
-    return KernelVerdict(ok=done.returncode == 0, target=artifact.target,
-                         loader=" ".join(argv), message=message)
+    assert artifact.ipsets is not None
+    return _run_loader(argv, artifact.ipsets, " ".join(argv), artifact, ns)
 
 
 def _load_one(loader: str, artifact: Artifact, ns: Namespace) -> KernelVerdict:
@@ -198,9 +192,17 @@ def _load_one(loader: str, artifact: Artifact, ns: Namespace) -> KernelVerdict:
     else:
         extra = [a for a in artifact.load_command[1:] if a in _RESTORE_FLAGS]
         argv = [loader, "-w", XTABLES_WAIT, *extra]
+    label = loader if loader != "nft" else " ".join(argv)
+    return _run_loader(argv, artifact.text, label, artifact, ns)
+
+
+def _run_loader(argv: list[str], text: str, label: str, artifact: Artifact,
+                ns: Namespace) -> KernelVerdict:
+    """Feed `text` to `argv` inside `ns`; the verdict carries its output and, on failure,
+    what the kernel logged meanwhile."""
     with _kernel_log() as kernel_lines:
         try:
-            done = ns.run(argv, input=artifact.text, check=False, timeout=TIMEOUT * 3)
+            done = ns.run(argv, input=text, check=False, timeout=TIMEOUT * 3)
         except CommandError as exc:
             return KernelVerdict(ok=False, target=artifact.target, loader=" ".join(argv),
                                  message=str(exc))
@@ -208,8 +210,8 @@ def _load_one(loader: str, artifact: Artifact, ns: Namespace) -> KernelVerdict:
         logged = kernel_lines() if done.returncode != 0 else []
     if logged:
         message += "\nkernel log (shared by all namespaces): " + "; ".join(logged)
-    return KernelVerdict(ok=done.returncode == 0, target=artifact.target,
-                         loader=loader if loader != "nft" else " ".join(argv), message=message)
+    return KernelVerdict(ok=done.returncode == 0, target=artifact.target, loader=label,
+                         message=message)
 
 
 def _load_libnftables(artifact: Artifact, ns: Namespace) -> KernelVerdict:
