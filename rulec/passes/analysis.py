@@ -389,14 +389,17 @@ def may_merge(earlier: Rule, between: Sequence[Rule], later: Rule,
         terminal or not sets_mark(later, setting))
     if not terminal and not disjoint(earlier.match, later.match, marks=marks):
         return False
-    for k in between:
-        if disjoint(k.match, later.match, marks=marks):
-            continue
-        if (terminal and k.action == later.action and k.statements == later.statements
-                and k.match.limit is None):
-            continue
-        return False
-    return True
+    return all(may_pass(later, k, terminal=terminal, marks=marks) for k in between)
+
+
+def may_pass(later: Rule, k: Rule, *, terminal: bool, marks: bool) -> bool:
+    """Whether `later` may move before `k` (may_merge's test of one rule in between): no
+    packet meets both, or `later` ends the walk and `k` would end it the same way (same action
+    and statements, no rate limit whose bucket later's packets would stop draining)."""
+    if disjoint(k.match, later.match, marks=marks):
+        return True
+    return (terminal and k.action == later.action and k.statements == later.statements
+            and k.match.limit is None)
 
 
 def merge_rules(ruleset: Ruleset, fields: tuple[str, ...]) -> Ruleset:

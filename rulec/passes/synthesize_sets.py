@@ -65,6 +65,7 @@ from rulec.passes.analysis import (
     disjoint,
     mark_setting_chains,
     may_merge,
+    may_pass,
     merge_intervals,
     prefixes_of,
     sets_mark,
@@ -432,12 +433,8 @@ def _may_move(between: Sequence[_Slot], later: Rule, group: _GroupKey,
             budget[0] -= 1
             if budget[0] < 0:
                 return False
-            if disjoint(k.match, later.match, marks=marks):
-                continue
-            if (terminal and k.action == later.action and k.statements == later.statements
-                    and k.match.limit is None):
-                continue
-            return False
+            if not may_pass(later, k, terminal=terminal, marks=marks):
+                return False
     return True
 
 
