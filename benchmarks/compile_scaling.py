@@ -66,7 +66,8 @@ def generate(rules: int, seed: int = 1) -> str:
     return "\n".join(out) + "\n"
 
 
-def _median_time(fn: Callable[[], object], repeat: int) -> float:
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds of `repeat` runs of `fn`, garbage collection paused as in the CLI."""
     times = []
     for _ in range(repeat):
         with api.paused_gc():
@@ -79,16 +80,16 @@ def _median_time(fn: Callable[[], object], repeat: int) -> float:
 def measure(rules: int, repeat: int) -> dict[str, float]:
     text = generate(rules)
     parser()  # grammar construction is a one-off, not part of the per-rule cost
-    row = {"parse": _median_time(lambda: parser().parse(text + "\n"), repeat)}
-    lowered = _median_time(lambda: dsl.parse_text(text, "bench.rules"), repeat)
+    row = {"parse": median_time(lambda: parser().parse(text + "\n"), repeat)}
+    lowered = median_time(lambda: dsl.parse_text(text, "bench.rules"), repeat)
     row["lower"] = max(0.0, lowered - row["parse"])
     ruleset = dsl.parse_text(text, "bench.rules")
-    row["verify"] = _median_time(lambda: verify(ruleset), repeat)
+    row["verify"] = median_time(lambda: verify(ruleset), repeat)
     for target in TARGETS:  # emit alone: the optimiser is timed on its own below
-        row[target] = _median_time(
+        row[target] = median_time(
             lambda t=target: api.compile_ruleset(ruleset, t, passes=()), repeat)
     for label, named_sets in (("passes (iptables)", False), ("passes (nft)", True)):
-        row[label] = _median_time(
+        row[label] = median_time(
             lambda n=named_sets: run_pipeline(ruleset, PassContext(named_sets=n)), repeat)
     front = row["parse"] + row["lower"] + row["verify"]
     row["total -O0 (nft)"] = front + row["nft"]

@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,9 @@ from rulec.ir.evaluate import Host, Packet, evaluate  # noqa: E402
 from rulec.ir.evaluate import Path as PacketPath  # noqa: E402
 from rulec.ir.values import MAX_PORT, TCP, UDP, Family  # noqa: E402
 from rulec.passes import DEFAULT_PIPELINE  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from compile_scaling import median_time  # noqa: E402
 
 # ------------------------------------------------------------------------------ policies
 
@@ -113,16 +115,6 @@ def pairs_policy(rules: int = 1000) -> str:
 
 
 # ------------------------------------------------------------------------------ measuring
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        with api.paused_gc():
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def total_rules(artifact: Artifact | None) -> int | None:
