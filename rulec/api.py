@@ -14,9 +14,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rulec.backends import Artifact, EmitOptions, get_backend
-from rulec.diagnostics import Diagnostic, RulecError
+from rulec.diagnostics import Diagnostic, RulecError, warning
 from rulec.frontends import dsl
-from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
+from rulec.ir.nodes import (
+    Accept,
+    Chain,
+    Goto,
+    Jump,
+    Policy,
+    Return,
+    Rule,
+    Ruleset,
+    Table,
+    map_rules,
+)
+from rulec.ir.values import Family
 from rulec.ir.verify import verify
 from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
 
@@ -32,6 +44,8 @@ class CompileResult:
     artifact: Artifact
     warnings: tuple[Diagnostic, ...]
     pass_stats: tuple[PassStats, ...] = ()
+    # iptables/ip6tables with both_families: the other family's file (ip6tables/iptables).
+    other_family: Artifact | None = None
 
 
 @contextlib.contextmanager
@@ -101,24 +115,72 @@ def with_provenance(ruleset: Ruleset) -> Ruleset:
     return map_rules(ruleset, annotate)
 
 
+# iptables and ip6tables each print one family's half of a policy.
+_OTHER_FAMILY = {"iptables": "ip6tables", "ip6tables": "iptables"}
+
+
 def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
                     provenance: bool = False, passes: Sequence[str] | None = None,
-                    ipset: bool = False) -> CompileResult:
+                    ipset: bool = False, both_families: bool = False) -> CompileResult:
     """Optimise (`passes`: None for the default pipeline, () for none), check the result
     against the target's limits, then print it. `ipset` (iptables/ip6tables): address sets
-    become ipsets, in `artifact.ipsets`."""
+    become ipsets, in `artifact.ipsets`. iptables and ip6tables print one family each: with
+    `both_families` the other family's file comes in `other_family`, without it a policy
+    with rules for the other family gets warning W0401."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if both_families and target not in _OTHER_FAMILY:
+        raise ValueError(f"both_families applies to iptables and ip6tables, not {target}")
     if provenance:
         ruleset = with_provenance(ruleset)
-    backend = get_backend(target)
     ctx = PassContext(named_sets=target in ("nft", "nft-json"))
+    options = EmitOptions(noflush=noflush, ipset=ipset)
     with paused_gc():
         ruleset, stats = run_pipeline(
             ruleset, ctx, DEFAULT_PIPELINE if passes is None else tuple(passes))
-        warnings = (*ctx.warnings, *verify(ruleset, backend.limits))
-        artifact = backend.emit(ruleset, EmitOptions(noflush=noflush, ipset=ipset))
-    return CompileResult(ruleset, artifact, warnings, stats)
+        warnings = [*ctx.warnings]
+        artifacts = []
+        for name in (target, _OTHER_FAMILY[target]) if both_families else (target,):
+            backend = get_backend(name)
+            warnings.extend(verify(ruleset, backend.limits))
+            artifacts.append(backend.emit(ruleset, options))
+    if target in _OTHER_FAMILY and not both_families:
+        warnings.extend(left_out_family(ruleset, target))
+    return CompileResult(ruleset, artifacts[0], tuple(dict.fromkeys(warnings)), stats,
+                         artifacts[1] if both_families else None)
+
+
+def left_out_family(ruleset: Ruleset, target: str) -> tuple[Diagnostic, ...]:
+    """W0401 if the half of the policy `target` does not print would change some packet's fate
+    (a reachable rule that drops, rejects, rewrites or marks, or a drop policy): loading only
+    one half leaves the other family's traffic unfiltered. A half that only accepts is what no
+    rules at all do, so it is not worth a warning."""
+    from rulec.backends.iptables import restrict_rule
+    from rulec.passes.remove_unreachable import remove_unreachable
+
+    family = Family.IP6 if target == "iptables" else Family.IP
+    tables = tuple(
+        replace(t, family=family, chains=tuple(
+            replace(c, rules=tuple(r for r in (restrict_rule(t, rule, family) for rule in c.rules)
+                                   if r is not None))
+            for c in t.chains))
+        for t in ruleset.tables if t.family in (family, Family.INET))
+    half = remove_unreachable(replace(ruleset, tables=tables), PassContext())
+    rules = sum(1 for t in half.tables for c in t.chains for r in c.rules
+                if not isinstance(r.action, Accept | Return | Jump | Goto))
+    policies = sum(1 for t in half.tables for c in t.chains if c.policy is Policy.DROP)
+    if not rules and not policies:
+        return ()
+    other = _OTHER_FAMILY[target]
+    printed, left = ("IPv4", "IPv6") if family is Family.IP6 else ("IPv6", "IPv4")
+    return (warning("W0401", f"--target {target} prints only the {printed} half of this policy; "
+                    f"its {left} half ({rules} rules that drop, reject, rewrite or mark, "
+                    f"{policies} drop policies) is left out and {left} traffic stays unfiltered",
+                    tables[0].span,
+                    "write both halves in one run: rulec compile -t iptables -o rules.v4 "
+                    f"--ip6-output rules.v6 ... (or compile for {other} too)",
+                    f"if the policy is not meant for {left}, declare its tables "
+                    f"`{'ip' if family is Family.IP6 else 'ip6'}` instead of `inet`"),)
 
 
 def emit(ruleset: Ruleset, target: str, *, noflush: bool = False,
@@ -131,13 +193,15 @@ def emit(ruleset: Ruleset, target: str, *, noflush: bool = False,
 def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = False,
                   provenance: bool = False, passes: Sequence[str] | None = None,
                   docker_layout: str | None = None,
-                  docker_state: Sequence[str | Path] = (), ipset: bool = False) -> CompileResult:
+                  docker_state: Sequence[str | Path] = (), ipset: bool = False,
+                  both_families: bool = False) -> CompileResult:
     """The whole pipeline on policy files (and a Docker host's inspect JSON, if given)."""
     docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
     warnings: list[Diagnostic] = []  # the frontend's (e.g. W0701), before the passes'
     ruleset = parse_files(paths, docker=docker, warnings=warnings)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                             passes=_docker_passes(ruleset, passes), ipset=ipset)
+                             passes=_docker_passes(ruleset, passes), ipset=ipset,
+                             both_families=both_families)
     return replace(result, warnings=(*warnings, *result.warnings))
 
 
@@ -160,11 +224,12 @@ def _parse_k8s(inventory: str | Path,
 
 def compile_k8s_files(inventory: str | Path, policies: Sequence[str | Path], target: str, *,
                       noflush: bool = False, provenance: bool = False,
-                      passes: Sequence[str] | None = None, ipset: bool = False) -> CompileResult:
+                      passes: Sequence[str] | None = None, ipset: bool = False,
+                      both_families: bool = False) -> CompileResult:
     """The whole pipeline on NetworkPolicy files and an inventory."""
     ruleset, warnings = _parse_k8s(inventory, policies)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                             passes=passes, ipset=ipset)
+                             passes=passes, ipset=ipset, both_families=both_families)
     return replace(result, warnings=(*warnings, *result.warnings))
 
 

@@ -6,14 +6,12 @@ Exit codes: 0 success (warnings allowed), 1 policy errors, 2 usage errors, 3 int
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from rulec import api
+from rulec import api, output
 from rulec.backends.stats import kernel_rule_counts
 from rulec.diagnostics import Diagnostic, RulecError, render
 from rulec.passes import DEFAULT_PIPELINE, PASSES
@@ -38,6 +36,22 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}")
 
 
+def _add_inputs(command: argparse.ArgumentParser) -> None:
+    """The policy inputs `compile` and `check` share, so both read exactly the same policy."""
+    command.add_argument("files", nargs="*", metavar="FILE", help=".rules files, in order "
+                         "(with --inventory: Kubernetes NetworkPolicy YAML/JSON files)")
+    command.add_argument("--inventory", metavar="CLUSTER",
+                         help="compile Kubernetes NetworkPolicy files against this cluster "
+                         "inventory (YAML/JSON: namespaces and pods) for a node that routes "
+                         "between the pods")
+    command.add_argument("--docker-state", metavar="STATE.json", action="append", default=[],
+                         help="a Docker host's `docker network inspect` / `docker inspect` "
+                         "JSON (repeatable; see docs/docker.md): emit dockerd's chains too")
+    command.add_argument("--docker-layout", choices=("current", "classic"),
+                         help="dockerd's rule layout: current (28/29, default) or classic "
+                         "(<= 27); overrides a docker block's `layout`")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rulec", description="Compile firewall policy into netfilter rules.",
                      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,22 +61,15 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_cmd = commands.add_parser(
         "compile", help="compile policy files for a target", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    compile_cmd.add_argument("files", nargs="*", metavar="FILE", help=".rules files, in order "
-                             "(with --inventory: Kubernetes NetworkPolicy YAML/JSON files)")
-    compile_cmd.add_argument("--inventory", metavar="CLUSTER",
-                             help="compile Kubernetes NetworkPolicy files against this cluster "
-                             "inventory (YAML/JSON: namespaces and pods) for a node that routes "
-                             "between the pods")
-    compile_cmd.add_argument("--docker-state", metavar="STATE.json", action="append", default=[],
-                             help="a Docker host's `docker network inspect` / `docker inspect` "
-                             "JSON (repeatable; see docs/docker.md): emit dockerd's chains too")
-    compile_cmd.add_argument("--docker-layout", choices=("current", "classic"),
-                             help="dockerd's rule layout: current (28/29, default) or classic "
-                             "(<= 27); overrides a docker block's `layout`")
+    _add_inputs(compile_cmd)
     compile_cmd.add_argument("--target", "-t", choices=api.TARGETS, default="iptables",
                              help="output format (default: iptables)")
     compile_cmd.add_argument("-o", "--output", metavar="OUT",
-                             help="write here (atomically) instead of standard output")
+                             help="write here instead of standard output (-): atomically, "
+                             "through symlinks, keeping the file's mode and owner")
+    compile_cmd.add_argument("--ip6-output", metavar="OUT6",
+                             help="with --target iptables: also write the policy's IPv6 half "
+                             "(ip6tables-restore input) here, in the same all-or-nothing write")
     compile_cmd.add_argument("--noflush", action="store_true",
                              help="iptables: emit only the declared chains, for "
                              "`iptables-restore --noflush` beside rules rulec does not own")
@@ -83,12 +90,13 @@ def _build_parser() -> argparse.ArgumentParser:
                              "table (on standard error)")
 
     check_cmd = commands.add_parser(
-        "check", help="parse and verify policy files", epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    check_cmd.add_argument("files", nargs="+", metavar="FILE")
+        "check", help="parse and verify policy files (what compile reads, for every target)",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_inputs(check_cmd)
     check_cmd.add_argument("--kernel", action="store_true",
-                           help="also load the output of every target into a throwaway network "
-                           "namespace (needs root and the netfilter tools)")
+                           help="also load the output of every target, exactly as compile "
+                           "prints it, into a throwaway network namespace (needs root and the "
+                           "netfilter tools)")
     check_cmd.add_argument("--target", "-t", choices=api.TARGETS, action="append",
                            help="targets to check (default: all)")
     return parser
@@ -97,18 +105,6 @@ def _build_parser() -> argparse.ArgumentParser:
 def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
     for warning in warnings:
         print(render(warning), file=sys.stderr)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A reader (or a loader started by a watcher) never sees a half-written ruleset.
-    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _missing_files(files: Sequence[str]) -> None:
@@ -146,52 +142,98 @@ def _print_stats(result: api.CompileResult) -> None:
         print(f"kernel rules in {table}: {count}", file=sys.stderr)
 
 
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Every input file named on the command line, checked to exist."""
+    if not args.files and not args.docker_state:
+        raise _UsageError(f"rulec {args.command}: error: give at least one FILE")
+    if args.inventory is not None and args.docker_state:
+        raise _UsageError("rulec: error: --inventory and --docker-state exclude each other "
+                          "(a Kubernetes node and a Docker host are compiled separately)")
+    if args.inventory is not None and args.docker_layout is not None:
+        raise _UsageError("rulec: error: --docker-layout applies to a Docker host model, "
+                          "not to --inventory")
+    named = [*args.files, *([args.inventory] if args.inventory else []), *args.docker_state]
+    _missing_files(named)
+    return named
+
+
+def _compile_for(args: argparse.Namespace, target: str, *, passes: tuple[str, ...] | None = None,
+                 noflush: bool = False, provenance: bool = False, ipset: bool = False,
+                 both_families: bool = False) -> api.CompileResult:
+    if args.inventory is not None:
+        return api.compile_k8s_files(args.inventory, args.files, target, noflush=noflush,
+                                     provenance=provenance, passes=passes, ipset=ipset,
+                                     both_families=both_families)
+    return api.compile_files(args.files, target, noflush=noflush, provenance=provenance,
+                             passes=passes, docker_layout=args.docker_layout,
+                             docker_state=args.docker_state, ipset=ipset,
+                             both_families=both_families)
+
+
 def _compile(args: argparse.Namespace) -> int:
     if args.list_passes:
         print("\n".join(DEFAULT_PIPELINE))
         return EXIT_OK
-    if not args.files and not args.docker_state:
-        raise _UsageError("rulec compile: error: give at least one FILE")
-    _missing_files(args.files)
+    named = _inputs(args)
     if args.noflush and args.target not in ("iptables", "ip6tables"):
         raise _UsageError("rulec: error: --noflush applies to --target iptables/ip6tables only")
     if args.ipset is not None and args.target not in ("iptables", "ip6tables"):
         raise _UsageError("rulec: error: --ipset applies to --target iptables/ip6tables only")
-    ipset = args.ipset is not None
-    if args.inventory is not None:
-        _missing_files([args.inventory])
-        result = api.compile_k8s_files(args.inventory, args.files, args.target,
-                                       noflush=args.noflush, provenance=args.provenance,
-                                       passes=_selected_passes(args), ipset=ipset)
-    else:
-        _missing_files(args.docker_state)
-        result = api.compile_files(args.files, args.target, noflush=args.noflush,
-                                   provenance=args.provenance, passes=_selected_passes(args),
-                                   docker_layout=args.docker_layout,
-                                   docker_state=args.docker_state, ipset=ipset)
+    if args.ip6_output is not None and args.target != "iptables":
+        raise _UsageError("rulec: error: --ip6-output applies to --target iptables only")
+    if args.output == "-":
+        args.output = None  # the usual spelling of standard output
+    both = args.ip6_output is not None
+    # Every output is checked before the compile, so a bad path costs no compile time.
+    outputs = [name for name in (args.ipset, args.output, args.ip6_output) if name is not None]
+    try:
+        output.plan([(name, "") for name in outputs], named)
+    except output.OutputError as exc:
+        raise _UsageError(f"rulec: error: {exc}") from exc
+    result = _compile_for(args, args.target, passes=_selected_passes(args),
+                          noflush=args.noflush, provenance=args.provenance,
+                          ipset=args.ipset is not None, both_families=both)
     _print_warnings(result.warnings)
     if args.stats:
         _print_stats(result)
-    if result.artifact.ipsets is not None:  # first: the rules need the sets, not the reverse
-        _write_atomically(Path(args.ipset), result.artifact.ipsets)
-    if args.output:
-        _write_atomically(Path(args.output), result.artifact.text)
-    else:
+    artifacts = [result.artifact, *([result.other_family] if result.other_family else [])]
+    files: list[tuple[str, str]] = []
+    if args.ipset is not None:  # first: the rules need the sets, not the reverse
+        files.append((args.ipset, "".join(a.ipsets or "" for a in artifacts)))
+    if args.output is not None:
+        files.append((args.output, result.artifact.text))
+    if result.other_family is not None:
+        files.append((args.ip6_output, result.other_family.text))
+    _write_files(files, [*named, *_sources(result)])
+    if args.output is None:
         sys.stdout.write(result.artifact.text)
     return EXIT_OK
 
 
+def _sources(result: api.CompileResult) -> list[str]:
+    """The files rules came from (includes too), so no output overwrites one of them."""
+    names = {rule.span.file for table in result.ruleset.tables for chain in table.chains
+             for rule in chain.rules if rule.span is not None}
+    return sorted(names)
+
+
+def _write_files(files: list[tuple[str, str]], inputs: list[str]) -> None:
+    try:
+        output.write_all(output.plan(files, inputs))
+    except output.OutputError as exc:
+        raise _UsageError(f"rulec: error: {exc}; nothing was written") from exc
+
+
 def _check(args: argparse.Namespace) -> int:
-    _missing_files(args.files)
+    named = _inputs(args)
     targets = tuple(args.target or api.TARGETS)
-    warnings: list[Diagnostic] = []
-    ruleset = api.parse_files(args.files, warnings=warnings)
-    for target in targets:
-        warnings.extend(api.compile_ruleset(ruleset, target).warnings)
-    # The passes run once per target and mostly find the same things: say each once.
-    _print_warnings(list(dict.fromkeys(warnings)))
+    results = {target: _compile_for(args, target, both_families=target in ("iptables",
+                                                                           "ip6tables"))
+               for target in targets}
+    # Each target's compile finds mostly the same things: say each once.
+    _print_warnings(list({render(w): w for r in results.values() for w in r.warnings}.values()))
     if not args.kernel:
-        print(f"ok: {', '.join(args.files)} ({', '.join(targets)})")
+        print(f"ok: {', '.join(named)} ({', '.join(targets)})")
         return EXIT_OK
     from rulec import kernel
 
@@ -200,8 +242,8 @@ def _check(args: argparse.Namespace) -> int:
         if reason is not None:
             raise _UsageError(f"rulec: error: --kernel cannot check {target} here: {reason}")
     failed = False
-    for target in targets:
-        verdict = kernel.validate(ruleset, target)
+    for result in results.values():
+        verdict = kernel.validate_artifact(result.artifact)  # what compile would print
         print(verdict.summary())
         failed = failed or not verdict.ok
     return EXIT_POLICY if failed else EXIT_OK

@@ -151,7 +151,8 @@ def test_state_warnings_reach_the_compile_result(tmp_path: Path) -> None:
              write(tmp_path, "c.json", CONTAINERS)]
     empty = tmp_path / "empty.rules"
     empty.write_text("", encoding="utf-8")
-    result = api.compile_files([empty], "iptables", docker_state=state)
+    # Both families at once: this test is about W0701, not the one-family W0401.
+    result = api.compile_files([empty], "iptables", docker_state=state, both_families=True)
     assert [(w.code, w.span is not None and w.span.file) for w in result.warnings] == [
         ("W0701", str(state[0]))]
     assert "swarm-net" in result.warnings[0].message
