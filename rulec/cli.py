@@ -109,9 +109,12 @@ def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 def _missing_files(files: Sequence[str]) -> None:
     for name in files:
-        if Path(name).is_dir():
+        path = Path(name)
+        if path.is_dir():
             raise _UsageError(f"rulec: error: {name} is a directory, not a policy file")
-        if not Path(name).is_file():
+        if path.exists() and not path.is_file():  # a device or FIFO may block or never end
+            raise _UsageError(f"rulec: error: {name} is not a regular file")
+        if not path.is_file():
             raise _UsageError(f"rulec: error: no such file: {name}")
 
 

@@ -3,6 +3,7 @@ with --kernel, loads exactly what `compile` prints for each target."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,11 @@ def test_check_kernel_on_a_docker_host_loads(run: Run) -> None:
                        cwd=DOCKER_HOST.parent)
     assert code == cli.EXIT_OK, out
     assert out.splitlines()[0].startswith("ok: nft (")
+
+
+@pytest.mark.parametrize("command", ["compile", "check"])
+def test_an_input_that_is_not_a_regular_file_is_named_so(run: Run, tmp_path: Path,
+                                                         command: str) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    code, _, err = run(command, "pipe", cwd=tmp_path)
+    assert (code, err) == (cli.EXIT_USAGE, "rulec: error: pipe is not a regular file\n")
