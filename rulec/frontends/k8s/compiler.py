@@ -82,28 +82,22 @@ def effective_types(policy: Policy) -> tuple[str, ...]:
 
 
 def subtract(block: IPBlock) -> tuple[Prefix, ...]:
-    """cidr minus every except, as disjoint prefixes (S12)."""
-    pieces = [block.cidr]
-    for cut in block.excepts:
-        kept: list[Prefix] = []
-        for piece in pieces:
-            kept.extend(_minus(piece, cut))
-        pieces = kept
+    """cidr minus every except, as the fewest disjoint prefixes, sorted (S12).
+
+    One sort and one sweep: the excepts, nested or overlapping or not, are visited by first
+    address, and each stretch of the cidr that no except covers becomes its prefixes."""
+    cidr = block.cidr
+    family = cidr.family
+    pieces: list[Prefix] = []
+    low = cidr.first  # the first address not yet covered or emitted
+    for first, last in sorted((c.first, c.last) for c in block.excepts if c.family is family):
+        first, last = max(first, cidr.first), min(last, cidr.last)
+        if first > low:
+            pieces.extend(_prefixes_between(family, low, first - 1))
+        low = max(low, last + 1)
+    if low <= cidr.last:
+        pieces.extend(_prefixes_between(family, low, cidr.last))
     return tuple(pieces)
-
-
-def _minus(piece: Prefix, cut: Prefix) -> list[Prefix]:
-    if cut.family is not piece.family or cut.last < piece.first or piece.last < cut.first:
-        return [piece]
-    if cut.first <= piece.first and piece.last <= cut.last:
-        return []
-    # cut lies strictly inside piece: keep the half without it, split the other.
-    length = piece.length + 1
-    half = 1 << (piece.family.bits - length)
-    low, high = Prefix(piece.family, piece.network, length), Prefix(
-        piece.family, piece.network + half, length)
-    inside, outside = (low, high) if cut.first <= low.last else (high, low)
-    return sorted([outside, *_minus(inside, cut)], key=lambda p: p.sort_key)
 
 
 def collapse(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
@@ -231,6 +225,8 @@ def resolve_peers(index: Index, policy: Policy, rule: PolicyRule) -> tuple[Prefi
     """Where a rule's peers are: None for anywhere (S8), else collapsed prefixes (S9, S12)."""
     if rule.peers is None:
         return None
+    if len(rule.peers) == 1 and rule.peers[0].ip_block is not None:
+        return subtract(rule.peers[0].ip_block)  # collapsed already
     found: list[Prefix] = []
     for peer in rule.peers:
         if peer.ip_block is not None:
