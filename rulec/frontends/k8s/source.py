@@ -548,8 +548,9 @@ def documents(source: SourceFile, out: Collector,
 
 def _more_control(out: Collector, source: SourceFile, bad: list[int]) -> None:
     if len(bad) > MAX_CONTROL_ERRORS:
-        out.error("E0601", f"{source.name}: {len(bad) - MAX_CONTROL_ERRORS:,} more control "
-                  "characters are not shown", None)
+        at = bad[MAX_CONTROL_ERRORS]
+        out.error("E0601", f"{len(bad) - MAX_CONTROL_ERRORS:,} more control characters, from "
+                  "here on, are not shown", source.span(at, at + 1))
 
 
 def _compose(loader: AnyLoader, source: SourceFile, out: Collector, where: Where,
