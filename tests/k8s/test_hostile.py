@@ -190,6 +190,21 @@ def test_a_file_of_control_characters_reports_a_few(tmp_path: Path) -> None:
         "are not shown" in err
 
 
+@pytest.mark.parametrize("layout", ["block", "flow"])
+def test_a_file_of_many_errors_stops_after_200(layout: str, tmp_path: Path) -> None:
+    """A million bad keys would take minutes and print gigabytes; the first 200 say enough."""
+    keys = [f"k{i}: 1" for i in range(10_000)]
+    spec = ("spec:\n" + "".join(f"  {k}\n" for k in keys) if layout == "block"
+            else "spec: {" + ", ".join(keys) + "}\n")
+    status, _, err = run(tmp_path, policy=HEAD + spec)
+    assert status == cli.EXIT_POLICY
+    assert err.count("error[E0603]: x/w: spec.k") == 200
+    last = re.findall(r"^(\S+):(\d+):(\d+): error\[E0611\]: more than 200 errors and warnings "
+                      r"in \S+policy.yaml; the rest of the file is not read$", err, re.M)
+    assert len(last) == 1, err[-2000:]
+    assert err.endswith("rulec: 201 errors; nothing was emitted\n")
+
+
 def test_an_alias_in_a_value_is_read_like_the_anchor(tmp_path: Path) -> None:
     """Aliases are allowed (go-yaml reads them); an error inside an aliased value points at
     the anchor's text, with the path of the alias."""
