@@ -160,6 +160,15 @@ ODD: dict[str, tuple[str, str | bytes, str | None]] = {
                                              "kind": "NetworkPolicy", "metadata": {
                                                  "namespace": "x", "name": "j"},
                                              "spec": {}}, indent="\t"), None),
+    "json-with-bom-and-tabs": ("policy", "\ufeff" + json.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"namespace": "x", "name": "j"}, "spec": {}}, indent="\t"), None),
+    "json-duplicate-keys": ("policy", '{"apiVersion": "networking.k8s.io/v1", "kind": '
+                            '"NetworkPolicy", "kind": "NetworkPolicy", "spec": {}}', "E0610"),
+    "json-huge-exponent": ("policy", json.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"namespace": "x", "name": "j"},
+        "spec": {"ingress": [{"ports": [{"port": 80}]}]}}).replace("80", "1e400"), None),
     "aliases-and-merge-keys": ("policy", HEAD + "spec:\n  <<: &s {podSelector: {}}\n"
                                "  ingress: [{from: [&p {podSelector: {}}, *p]}]\n", None),
     "timestamp-label": ("policy", HEAD + "spec: {podSelector: {matchLabels: "
@@ -214,6 +223,31 @@ def test_an_alias_in_a_value_is_read_like_the_anchor(tmp_path: Path) -> None:
     assert "w: spec.ingress[0].ports[0].port: port 0 is out of range" in err
     assert "w: spec.ingress[1].ports[0].port: port 0 is out of range" in err
     assert err.count("policy.yaml:6:25:") == 2
+
+
+@pytest.mark.skipif(source.FastLoader is None, reason="PyYAML without libyaml reads with "
+                    "the pure-Python parser only")
+def test_a_syntax_error_far_into_a_document_is_not_read_again() -> None:
+    """The pure-Python parser (for messages that do not depend on libyaml) reads ~0.1-0.4 MB/s:
+    a typo at the end of a 5 MB inventory took a minute. Past MAX_REREAD into the failing
+    document libyaml's own message is kept; before it, and in a later small document, the
+    message is PyYAML's, at the same place."""
+    from rulec.diagnostics import Collector, SourceFile
+
+    def message(text: str) -> tuple[str, int]:
+        out = Collector()
+        source.documents(SourceFile("f.yaml", text), out)
+        [diagnostic] = out.items
+        assert diagnostic.span is not None
+        return diagnostic.message, diagnostic.span.start
+
+    bad = "pods:\n  - {a: 1\n  b: 2\n"  # PyYAML: expected ',' or '}', but got ':'
+    far = "x: [" + "1, " * (source.MAX_REREAD // 3) + "]\n"
+    small, big = message(bad), message(far + bad)
+    assert "but got ':'" in small[0] and "but got" not in big[0]
+    assert big[1] - small[1] == len(far)
+    later = message(far + "---\n" + bad)  # the big first document is fine: only the second
+    assert later == (small[0], small[1] + len(far) + 4)
 
 
 BOMB_LEVELS = "abcdefghi"

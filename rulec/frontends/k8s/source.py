@@ -32,15 +32,19 @@ MAX_CHARS = 32 * 1024 * 1024
 # Kubernetes' reader (go-yaml v2) holds integers in 64 bits.
 INT_MIN, UINT_MAX = -(1 << 63), (1 << 64) - 1
 MAX_CONTROL_ERRORS = 10
+# On a syntax error the pure-Python parser reads the failing document again, for messages
+# that do not depend on libyaml, but only this far: it reads ~0.4 MB/s, 0.1 MB/s at worst.
+MAX_REREAD = 128 * 1024
 
 Path = tuple[str | int, ...]
 # The object a path in a document belongs to and the path within it, e.g. `x/web:
 # spec.ingress[0]`, given the document's root (complete, or as far as it was composed).
 Where = Callable[[Any, Path], str]
 
-# What the YAML spec forbids in a stream: PyYAML's Reader.NON_PRINTABLE.
+# What the YAML spec forbids in a stream (PyYAML's Reader.NON_PRINTABLE), and a byte order
+# mark past the start, which libyaml refuses and PyYAML reads.
 _NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd"
-                            "\U00010000-\U0010ffff]")
+                            "\U00010000-\U0010ffff]|(?<!^)\ufeff")
 
 
 class Loader(yaml.SafeLoader):
@@ -121,6 +125,7 @@ _WORDS: dict[str, Any] = {
 # strconv.ParseInt(s, 0, 64) after go-yaml removes underscores.
 _INT = re.compile(r"([-+]?)(?:0[xX]([0-9a-fA-F]+)|0[oO]([0-7]+)|0[bB]([01]+)|0([0-7]*)|"
                   r"([1-9][0-9]*))\Z")
+_BASES = {2: 16, 3: 8, 4: 2, 5: 8, 6: 10}  # _INT's group -> base
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
 
 
@@ -139,12 +144,11 @@ def resolve_plain(text: str) -> Any:
     plain = text.replace("_", "")
     match = _INT.match(plain)
     if match is not None:
-        sign, *groups = match.groups()
-        base, digits = next((b, d) for b, d in zip((16, 8, 2, 8, 10), groups, strict=True)
-                            if d is not None)
+        sign, group = match.group(1), match.lastindex or 0  # the alternative that matched
+        digits, base = match.group(group), _BASES[group]
         # int() of a long decimal string is slow (and refused past 4300 digits); 64 bits
         # never need more than 64 digits in any base.
-        if len(digits.lstrip("0")) > 64:
+        if len(digits) > 64 and len(digits.lstrip("0")) > 64:
             raise OutOfRange(text)
         value = int(digits or "0", base) * (-1 if sign == "-" else 1)
         if not INT_MIN <= value <= UINT_MAX or (value >= 1 << 63 and sign):
@@ -227,17 +231,23 @@ class _Composer:
     so that they can name the object they are in."""
 
     def __init__(self, source: SourceFile, loader: AnyLoader, out: Collector, where: Where,
-                 bad: list[int]) -> None:
+                 bad: list[int], *, offset: int = 0, resume: _Composer | None = None) -> None:
         self.source = source
         self.loader = loader
         self.out = out
         self.where = where
+        self.offset = offset  # where the loader's text starts in the file
         self.bad = bad  # offsets of control characters, claimed by the scalars holding them
         self.claimed: set[int] = set()
         self.anchors: dict[str, Any] = {}
         self.open: set[str] = set()  # anchors of collections not yet complete
         self.written = 0  # values written out in the file
         self.aliased = 0  # values repeated by aliases
+        self.document = (0, 0, 0, frozenset[int]())  # at the document's start: offset, written,
+        # aliased, claimed
+        if resume is not None:  # read `resume`'s failing document again
+            _, self.written, self.aliased, claimed = resume.document
+            self.claimed = set(claimed)
         self.stack: list[_Frame] = []
         self.root: Any = None
         self.root_span: Span | None = None
@@ -258,6 +268,8 @@ class _Composer:
                 elif isinstance(event, yaml.AliasEvent):
                     self.alias(event)
                 elif isinstance(event, yaml.DocumentStartEvent):
+                    self.document = (self.at(event.start_mark), self.written, self.aliased,
+                                     frozenset(self.claimed))
                     self.root, self.root_span, self.stack = None, None, []
                     self.anchors, self.open = {}, set()  # anchors are per document
                 elif isinstance(event, yaml.DocumentEndEvent):
@@ -278,32 +290,32 @@ class _Composer:
     # -- events
 
     def scalar(self, event: yaml.ScalarEvent) -> None:
-        start, end = _start(event), _end(event)
+        # The hottest path (a value per event): the path is only made for a problem.
+        start, end = self.at(event.start_mark), self.end_of(event)
         span = self.source.span(start, max(start + 1, end))
         self.written += 1
-        path = self.child_path()
         if self.bad:
-            self.claim(start, end, path)
+            self.claim(start, end, self.child_path())
         text = event.value
+        plain = event.tag is None and event.implicit[0]
         try:
-            if event.tag is None and event.implicit[0]:
+            if plain:
                 value = resolve_plain(text)
             elif event.tag is None:
                 value = text  # quoted
             else:
                 value = resolve_tagged(event.tag, text)
         except OutOfRange:
-            self.problem("E0612", path, f"the number {clip(text, 24)} is out of range", span,
-                         "Kubernetes reads integers of 64 bits")
+            self.problem("E0612", self.child_path(), f"the number {clip(text, 24)} is out of "
+                         "range", span, "Kubernetes reads integers of 64 bits")
             value = _INVALID
         except TagError as exc:
-            self.problem("E0612", path, str(exc), span)
+            self.problem("E0612", self.child_path(), str(exc), span)
             value = _INVALID
-        merge = event.tag is None and event.implicit[0] and text == "<<"
-        self.add(value, span, event.anchor, merge=merge)
+        self.add(value, span, event.anchor, merge=plain and text == "<<")
 
     def start(self, event: yaml.CollectionStartEvent) -> None:
-        start = _start(event)
+        start = self.at(event.start_mark)
         path = self.child_path()
         self.written += 1
         if len(self.stack) >= MAX_DEPTH:
@@ -335,14 +347,14 @@ class _Composer:
             value.size = 1 + sum(size_of(v) for v in value.values())
         else:
             value.size = 1 + sum(size_of(v) for v in value)
-        value.span = self.span(frame.start, _end(event), value)
+        value.span = self.span(frame.start, self.end_of(event), value)
         if frame.anchor is not None:
             self.open.discard(frame.anchor)
         self.add(value, value.span, frame.anchor)
 
     def alias(self, event: yaml.AliasEvent) -> None:
-        start = _start(event)
-        span = self.source.span(start, max(start + 1, _end(event)))
+        start = self.at(event.start_mark)
+        span = self.source.span(start, max(start + 1, self.end_of(event)))
         path = self.child_path()
         name = event.anchor
         if name in self.open:
@@ -362,6 +374,12 @@ class _Composer:
                          f"{ALIAS_FACTOR} times as many as the file writes out up to there")
             raise _Stop
         self.add(value, span, None)
+
+    def at(self, mark: Any) -> int:
+        return (mark.index if mark is not None else 0) + self.offset
+
+    def end_of(self, event: yaml.Event) -> int:
+        return self.at(event.end_mark if event.end_mark is not None else event.start_mark)
 
     # -- building
 
@@ -478,15 +496,9 @@ class _Composer:
                                self.source.span(offset, offset + 1))
 
 
-def _start(event: yaml.Event) -> int:
-    return event.start_mark.index if event.start_mark is not None else 0
-
-
-def _end(event: yaml.Event) -> int:
-    return event.end_mark.index if event.end_mark is not None else _start(event)
-
-
 def _control_message(source: SourceFile, offset: int) -> str:
+    if source.text[offset] == "\ufeff":
+        return "a byte order mark (U+FEFF) is allowed only at the start of a file"
     return f"control character U+{ord(source.text[offset]):04X} is not allowed in YAML"
 
 
@@ -497,7 +509,7 @@ def _no_where(_root: Any, path: Path) -> str:
 def _yaml_text(text: str) -> str:
     """JSON is read as YAML; JSON may indent with tabs, YAML may not. A raw tab inside a JSON
     string is invalid anyway, so tabs become spaces and every offset stays the same."""
-    if text.lstrip()[:1] in ("{", "["):
+    if text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
         return text.replace("\t", " ")
     return text
 
@@ -521,29 +533,48 @@ def documents(source: SourceFile, out: Collector,
     text = _yaml_text(text)
     shown = bad[:MAX_CONTROL_ERRORS]
     found: list[tuple[Any, Span]] = []
-    if FastLoader is not None:
-        scratch = Collector()
-        try:
-            _compose(FastLoader(text), source, scratch, where, shown, found)
-        except yaml.YAMLError:
-            found = []
-        else:
-            out.extend(scratch.items)
-            _more_control(out, source, bad)
-            return [] if bad else found
+    composer = _Composer(source, FastLoader(text) if FastLoader else Loader(text), out, where,
+                         shown)
     try:
-        _compose(Loader(text), source, out, where, shown, found)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        index = min(mark.index, len(text)) if mark is not None else 0
-        problem = exc.problem or "invalid YAML"
-        notes = [exc.context] if exc.context else []
-        out.error("E0601", f"YAML syntax error: {problem}", source.span(index, index + 1),
-                  *notes)
+        _compose(composer, found)
     except yaml.YAMLError as exc:
-        out.error("E0601", f"YAML syntax error: {exc}", source.span(0, 1))
+        start = composer.document[0]
+        if isinstance(composer.loader, Loader) or _mark(exc, 0) - start > MAX_REREAD:
+            composer.flush()  # the failing document's problems found before the error
+            _syntax_error(out, source, exc, 0)
+        else:
+            composer = _Composer(source, Loader(text[start:]), out, where, shown,
+                                 offset=start, resume=composer)
+            try:
+                _compose(composer, found)
+            except yaml.YAMLError as again:
+                composer.flush()
+                _syntax_error(out, source, again, start)
+    composer.claim_remaining()
     _more_control(out, source, bad)
     return [] if bad else found
+
+
+def _compose(composer: _Composer, found: list[tuple[Any, Span]]) -> None:
+    try:
+        found.extend(composer.documents())
+    finally:
+        composer.loader.dispose()
+
+
+def _mark(exc: yaml.YAMLError, offset: int) -> int:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return (mark.index if mark is not None else 0) + offset
+
+
+def _syntax_error(out: Collector, source: SourceFile, exc: yaml.YAMLError, offset: int) -> None:
+    index = min(_mark(exc, offset), len(source.text))
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or "invalid YAML"
+        notes = [exc.context] if exc.context else []
+    else:
+        problem, notes = str(exc), []
+    out.error("E0601", f"YAML syntax error: {problem}", source.span(index, index + 1), *notes)
 
 
 def _more_control(out: Collector, source: SourceFile, bad: list[int]) -> None:
@@ -551,18 +582,3 @@ def _more_control(out: Collector, source: SourceFile, bad: list[int]) -> None:
         at = bad[MAX_CONTROL_ERRORS]
         out.error("E0601", f"{len(bad) - MAX_CONTROL_ERRORS:,} more control characters, from "
                   "here on, are not shown", source.span(at, at + 1))
-
-
-def _compose(loader: AnyLoader, source: SourceFile, out: Collector, where: Where,
-             bad: list[int], found: list[tuple[Any, Span]]) -> None:
-    """Append the file's documents to `found`; yaml.YAMLError on a syntax error, after
-    reporting what was found before it."""
-    composer = _Composer(source, loader, out, where, bad)
-    try:
-        found.extend(composer.documents())
-    except yaml.YAMLError:
-        composer.flush()
-        raise
-    finally:
-        composer.claim_remaining()
-        loader.dispose()
