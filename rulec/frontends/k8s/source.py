@@ -19,7 +19,7 @@ import yaml
 
 from rulec.diagnostics import Collector, SourceFile, Span
 
-# Nothing in a Kubernetes object nests a tenth as deep; the bound keeps every walk shallow.
+# A List's matchExpressions values are 10 levels deep; the bound keeps every walk shallow.
 MAX_DEPTH = 64
 # Aliases share what they repeat, but every later walk visits each repetition: a 450-byte
 # alias bomb names 387 million values. Repetitions are bounded by this or by ALIAS_FACTOR
@@ -243,8 +243,8 @@ class _Composer:
         self.open: set[str] = set()  # anchors of collections not yet complete
         self.written = 0  # values written out in the file
         self.aliased = 0  # values repeated by aliases
-        self.document = (0, 0, 0, frozenset[int]())  # at the document's start: offset, written,
-        # aliased, claimed
+        # At the start of the current document: its offset, and written, aliased, claimed.
+        self.document: tuple[int, int, int, frozenset[int]] = (0, 0, 0, frozenset())
         if resume is not None:  # read `resume`'s failing document again
             _, self.written, self.aliased, claimed = resume.document
             self.claimed = set(claimed)
