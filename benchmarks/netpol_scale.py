@@ -1,6 +1,7 @@
 """NetworkPolicy at cluster scale: compile time and kernel rule count, iptables and nft.
 
     python benchmarks/netpol_scale.py [--scales 0.25,0.5,1,4p] [--repeat 1]
+    python benchmarks/netpol_scale.py --excepts 100,1000,10000,100000 [--repeat 5]
 
 Scale 1 is 1,000 pods in 200 namespaces under 500 policies (selectors of every kind,
 matchExpressions, ipBlocks with excepts, named ports, port ranges, egress and default-deny
@@ -11,15 +12,23 @@ sum over policy rules of selected pods x peer prefixes (pod addresses, ipBlock p
 is what a compiler writing one rule per (pod, peer) would emit. The nft rule count follows
 the policies (plus one chain per isolated pod); iptables has no sets, so its count also
 follows the peer prefixes of each policy rule (still not pods x peers).
+
+`--excepts` times one ipBlock, 10.0.0.0/8, with N random /32 excepts: the subtraction alone
+(compiler.subtract), the whole IR (reading the YAML, validating, resolving the peers, building
+the rules) and, up to 10,000 excepts, the whole compile to nft. Medians of --repeat runs, and
+how much each grows per 10x more excepts (10 would be linear; the prefixes left grow ~7x).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -29,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rulec.api import compile_ruleset, paused_gc
 from rulec.backends.stats import kernel_rule_counts
 from rulec.frontends import k8s
-from rulec.frontends.k8s.compiler import Index, effective_types, resolve_peers
+from rulec.frontends.k8s.compiler import Index, effective_types, resolve_peers, subtract
+from rulec.frontends.k8s.model import IPBlock
+from rulec.ir.values import Prefix
 from rulec.ir.verify import verify
 
 TARGETS = ("iptables", "nft")
@@ -137,11 +148,84 @@ def measure(pods: int, namespaces: int, count: int, repeat: int) -> dict[str, ob
     return row
 
 
+EXCEPT_CIDR = "10.0.0.0/8"
+EMIT_UP_TO = 10_000  # the nft column: past it the printing of the set dominates
+
+
+def except_policy(count: int, seed: int = 7) -> tuple[IPBlock, str]:
+    """One ipBlock with `count` distinct /32 excepts, as the model holds it and as YAML."""
+    rnd = random.Random(seed)
+    cidr = Prefix.parse(EXCEPT_CIDR)
+    hosts = sorted(rnd.sample(range(1, 1 << 24), count))
+    excepts = [Prefix.parse(f"10.{h >> 16}.{h >> 8 & 255}.{h & 255}/32") for h in hosts]
+    text = yaml.safe_dump({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"namespace": "ns0", "name": "excepts"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+            "cidr": EXCEPT_CIDR, "except": [f"{p.network >> 24}.{p.network >> 16 & 255}."
+                                            f"{p.network >> 8 & 255}.{p.network & 255}/32"
+                                            for p in excepts]}}]}]}})
+    return IPBlock(cidr, tuple(excepts)), text
+
+
+def median_seconds(run: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        with paused_gc():
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def except_rows(sizes: list[int], repeat: int) -> None:
+    inv = inventory(4, 1)
+
+    def ir(text: str) -> object:
+        return k8s.compile_to_ir(k8s.load_texts(("cluster.yaml", inv), [("policy.yaml", text)]))
+
+    def to_nft(text: str) -> object:
+        ruleset = k8s.compile_to_ir(k8s.load_texts(("cluster.yaml", inv),
+                                                   [("policy.yaml", text)]))
+        return compile_ruleset(ruleset, "nft")
+
+    rows: list[tuple[int, int, float, float, float | None]] = []
+    for count in sizes:
+        block, text = except_policy(count)
+        rows.append((count, len(subtract(block)),
+                     median_seconds(functools.partial(subtract, block), repeat),
+                     median_seconds(functools.partial(ir, text), repeat),
+                     median_seconds(functools.partial(to_nft, text), repeat)
+                     if count <= EMIT_UP_TO else None))
+
+    def growth(i: int, column: int) -> str:
+        now, before = rows[i][column], rows[i - 1][column] if i else None
+        if now is None or before is None:
+            return ""
+        decades = math.log10(rows[i][0] / rows[i - 1][0])
+        return f" (x{(now / before) ** (1 / decades):.1f})"
+
+    print(f"| excepts in {EXCEPT_CIDR} | prefixes left | subtract s (per 10x) | "
+          "YAML to IR s (per 10x) | to nft s (per 10x) |")
+    print("|---:|---:|---:|---:|---:|")
+    for i, (count, pieces, sub, build, nft) in enumerate(rows):
+        shown = "-" if nft is None else f"{nft:.3f}{growth(i, 4)}"
+        print(f"| {count:,} | {pieces:,} | {sub:.4f}{growth(i, 2)} | {build:.3f}{growth(i, 3)} "
+              f"| {shown} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="0.25,0.5,1,4p")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--excepts", metavar="N,...",
+                        help="time one ipBlock with N /32 excepts instead (e.g. 100,1000,10000)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs per size, the median is shown (default 1; 5 with --excepts)")
     args = parser.parse_args()
+    if args.excepts:
+        except_rows([int(n) for n in args.excepts.split(",")], args.repeat or 5)
+        return
+    args.repeat = args.repeat or 1
     rows = []
     for scale in args.scales.split(","):
         if scale.endswith("p"):  # more pods, the same policies

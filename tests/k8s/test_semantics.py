@@ -1,4 +1,4 @@
-"""Each NetworkPolicy semantics rule (S1-S18 of networkpolicy-semantics.md), checked on the
+"""Each NetworkPolicy semantics rule (S1-S18, as docs/kubernetes.md numbers them), checked on the
 compiled node through the reference evaluator: the whole 3x3 truth table against the oracle,
 the hand-written expectations of every case, and the details a table over 9 pods cannot show.
 """

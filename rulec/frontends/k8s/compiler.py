@@ -19,12 +19,14 @@ address, never by interface (the inventory names none).
 from __future__ import annotations
 
 import bisect
+import difflib
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from rulec.diagnostics import Diagnostic, warning
 from rulec.frontends.k8s.model import (
     Inventory,
     IPBlock,
@@ -80,28 +82,22 @@ def effective_types(policy: Policy) -> tuple[str, ...]:
 
 
 def subtract(block: IPBlock) -> tuple[Prefix, ...]:
-    """cidr minus every except, as disjoint prefixes (S12)."""
-    pieces = [block.cidr]
-    for cut in block.excepts:
-        kept: list[Prefix] = []
-        for piece in pieces:
-            kept.extend(_minus(piece, cut))
-        pieces = kept
+    """cidr minus every except, as the fewest disjoint prefixes, sorted (S12).
+
+    One sort and one sweep: the excepts, nested or overlapping or not, are visited by first
+    address, and each stretch of the cidr that no except covers becomes its prefixes."""
+    cidr = block.cidr
+    family = cidr.family
+    pieces: list[Prefix] = []
+    low = cidr.first  # the first address not yet covered or emitted
+    for first, last in sorted((c.first, c.last) for c in block.excepts if c.family is family):
+        first, last = max(first, cidr.first), min(last, cidr.last)
+        if first > low:
+            pieces.extend(_prefixes_between(family, low, first - 1))
+        low = max(low, last + 1)
+    if low <= cidr.last:
+        pieces.extend(_prefixes_between(family, low, cidr.last))
     return tuple(pieces)
-
-
-def _minus(piece: Prefix, cut: Prefix) -> list[Prefix]:
-    if cut.family is not piece.family or cut.last < piece.first or piece.last < cut.first:
-        return [piece]
-    if cut.first <= piece.first and piece.last <= cut.last:
-        return []
-    # cut lies strictly inside piece: keep the half without it, split the other.
-    length = piece.length + 1
-    half = 1 << (piece.family.bits - length)
-    low, high = Prefix(piece.family, piece.network, length), Prefix(
-        piece.family, piece.network + half, length)
-    inside, outside = (low, high) if cut.first <= low.last else (high, low)
-    return sorted([outside, *_minus(inside, cut)], key=lambda p: p.sort_key)
 
 
 def collapse(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
@@ -229,6 +225,8 @@ def resolve_peers(index: Index, policy: Policy, rule: PolicyRule) -> tuple[Prefi
     """Where a rule's peers are: None for anywhere (S8), else collapsed prefixes (S9, S12)."""
     if rule.peers is None:
         return None
+    if len(rule.peers) == 1 and rule.peers[0].ip_block is not None:
+        return subtract(rule.peers[0].ip_block)  # collapsed already
     found: list[Prefix] = []
     for peer in rule.peers:
         if peer.ip_block is not None:
@@ -274,11 +272,9 @@ def port_matches(entries: Sequence[PortEntry] | None, receivers: Receivers) -> l
         names = {e.port for e in mine if isinstance(e.port, str)}
         if not names:
             continue
-        # S15: a name means the receiving pod's container port of that name and protocol.
         groups: dict[tuple[int, ...], list[Prefix]] = defaultdict(list)
         for pod, addresses in receivers:
-            served = tuple(sorted({cp.port for cp in pod.ports
-                                   if cp.name in names and cp.protocol == protocol}))
+            served = served_ports(pod, names, protocol)
             if served:
                 groups[served].extend(addresses)
         for served in sorted(groups):
@@ -286,8 +282,71 @@ def port_matches(entries: Sequence[PortEntry] | None, receivers: Receivers) -> l
     return out
 
 
+def served_ports(pod: Pod, names: Collection[str], protocol: str) -> tuple[int, ...]:
+    """S15: the container ports of `pod` a named port means, by name and protocol."""
+    return tuple(sorted({cp.port for cp in pod.ports
+                         if cp.name in names and cp.protocol == protocol}))
+
+
 def _has_names(entries: Sequence[PortEntry] | None) -> bool:
     return entries is not None and any(isinstance(e.port, str) for e in entries)
+
+
+def receivers_of(index: Index, rule: PolicyRule, peers: tuple[Prefix, ...] | None,
+                 selected: list[Pod], ingress: bool) -> Receivers:
+    """The pods a named port of `rule` is looked up in (S15): the selected pods for ingress,
+    the peer pods for egress (with the addresses of each that count)."""
+    if not _has_names(rule.ports):
+        return ()  # only named ports care which pod receives
+    return [(pod, pod.addresses) for pod in selected] if ingress else index.pods_within(peers)
+
+
+def named_port_warnings(inventory: Inventory, policies: Sequence[Policy]) -> list[Diagnostic]:
+    """W0603: a named port that no pod the rule applies to declares, with the entry's
+    protocol, matches nothing (S15). It is almost always a typo, so say which names exist."""
+    index = Index(inventory)
+    found = []
+    for policy in sorted(policies, key=lambda p: (p.namespace, p.name)):
+        selected = index.selected(policy)
+        if not selected:
+            continue  # S5: the policy does nothing at all
+        for direction in effective_types(policy):
+            ingress = direction == INGRESS
+            for rule in policy.ingress if ingress else policy.egress:
+                if not _has_names(rule.ports):
+                    continue
+                peers = None if ingress else resolve_peers(index, policy, rule)
+                if peers is not None and not peers:
+                    continue  # the peers select nothing: no port could matter
+                pods = [pod for pod, _ in receivers_of(index, rule, peers, selected, ingress)]
+                for entry in rule.ports or ():
+                    if isinstance(entry.port, str) and not any(
+                            served_ports(pod, (entry.port,), entry.protocol) for pod in pods):
+                        found.append(_unserved(policy, entry, entry.port, pods, ingress))
+    return found
+
+
+def _unserved(policy: Policy, entry: PortEntry, name: str, pods: Sequence[Pod],
+              ingress: bool) -> Diagnostic:
+    who = "selected" if ingress else "peer"
+    declared = sorted({(cp.name, cp.protocol) for pod in pods for cp in pod.ports if cp.name})
+    notes = []
+    same = sorted({n for n, proto in declared if proto == entry.protocol})
+    close = difflib.get_close_matches(name, same, n=1)
+    if close:
+        notes.append(f"did you mean {close[0]}?")
+    other = sorted({proto for n, proto in declared if n == name})
+    if other:
+        notes.append(f"{name!r} is declared for {', '.join(other)}; this entry's protocol is "
+                     f"{entry.protocol}")
+    if not pods:
+        notes.append("the rule's peers hold no pod, and a named port matches only pods")
+    else:
+        names = ", ".join(f"{n} ({proto})" for n, proto in declared)
+        notes.append(f"the {who} pods declare {names or 'no named ports'}")
+    return warning("W0603", f"{policy.key}: {entry.path}.port: no {who} pod declares a "
+                   f"{entry.protocol} port named {name!r}, so this entry allows nothing",
+                   entry.port_span or entry.span, *notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,10 +398,7 @@ def _policy_rules(index: Index, names: SetNames, policy: Policy, direction: str,
         peers = resolve_peers(index, policy, rule)
         if peers is not None and not peers:
             continue  # the peers select nothing: the rule allows nothing
-        receivers: Receivers = ()
-        if _has_names(rule.ports):  # only then does the receiving pod matter
-            receivers = ([(pod, pod.addresses) for pod in selected] if ingress
-                         else index.pods_within(peers))
+        receivers = receivers_of(index, rule, peers, selected, ingress)
         set_name = f"{base}_{short}{rule.index}"
         peer_sets = _family_sets(peers, set_name)
         anywhere = _family_sets(None, set_name)
@@ -430,4 +486,5 @@ def compile_cluster(inventory: Inventory, policies: Sequence[Policy]) -> Ruleset
 
 
 __all__ = ["Index", "PortMatch", "SetNames", "chain_name", "collapse", "compile_cluster",
-           "effective_types", "port_matches", "resolve_peers", "subtract"]
+           "effective_types", "named_port_warnings", "port_matches", "resolve_peers",
+           "served_ports", "subtract"]

@@ -3,7 +3,8 @@ the API server does, every error naming file, line, object (`namespace/name`) an
 
 Codes: E0601 syntax, E0602 missing field, E0603 unknown field, E0604 wrong type, E0605 invalid
 value, E0606 bad selector, E0607 bad port, E0608 bad peer or ipBlock, E0609 bad inventory,
-E0610 duplicate; W0601/W0602 warnings.
+E0610 duplicate, E0611 past rulec's limits, E0612 a value Kubernetes cannot hold; W0601-W0603
+warnings.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rulec.diagnostics import Collector, SourceFile, Span
-from rulec.frontends.k8s.source import YList, YMap, documents
+from rulec.frontends.k8s.source import Path, YList, YMap, clip, documents, format_path, quote
 from rulec.ir.values import Family, Prefix
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -100,6 +101,8 @@ class PortEntry:
     port: int | str | None = None
     end_port: int | None = None
     span: Span | None = field(default=None, compare=False)
+    path: str = field(default="", compare=False)  # e.g. spec.ingress[0].ports[1]
+    port_span: Span | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,8 @@ class Policy:
     ingress: tuple[PolicyRule, ...]
     egress: tuple[PolicyRule, ...]
     span: Span | None = field(default=None, compare=False)
+    namespace_span: Span | None = field(default=None, compare=False)
+    name_span: Span | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -154,6 +159,8 @@ class Pod:
     addresses: tuple[Prefix, ...]  # host prefixes, IPv4 before IPv6
     ports: tuple[ContainerPort, ...] = ()
     span: Span | None = field(default=None, compare=False)
+    address_spans: tuple[Span, ...] = field(default=(), compare=False)  # as `addresses`
+    name_span: Span | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -180,9 +187,11 @@ class _Object:
     def __init__(self, out: Collector, label: str) -> None:
         self.out = out
         self.label = label
+        self.count = 0  # errors reported through this object
 
     def error(self, code: str, path: str, message: str, span: Span, *notes: str) -> None:
         where = f"{path}: " if path else ""
+        self.count += 1
         self.out.error(code, f"{self.label}: {where}{message}", span, *notes)
 
     def warning(self, code: str, path: str, message: str, span: Span, *notes: str) -> None:
@@ -202,7 +211,8 @@ class _Object:
         complete = True
         for key in required:
             if value.get(key) is None:
-                self.error("E0602", _join(path, key), "missing field", value.span)
+                self.error("E0602", _join(path, key), "missing field" if key not in value
+                           else "missing field (it is null)", value.value_span(key))
                 complete = False
         return complete
 
@@ -243,7 +253,7 @@ class _Object:
         for name, text in value.items():
             span = value.value_span(name)
             if not label_key_ok(name):
-                self.error("E0605", here, f"invalid label key {name!r}", value.key_span(name),
+                self.error("E0605", here, f"invalid label key {quote(name)}", value.key_span(name),
                            "a key is [prefix/]name: name up to 63 characters of [A-Za-z0-9_.-] "
                            "starting and ending alphanumeric, prefix a DNS subdomain")
                 continue
@@ -253,7 +263,7 @@ class _Object:
                            "quote it: YAML reads yes, no, on, off, numbers and null as non-strings")
                 continue
             if values and not label_value_ok(text):
-                self.error("E0605", f"{here}.{name}", f"invalid label value {text!r}", span,
+                self.error("E0605", f"{here}.{name}", f"invalid label value {quote(text)}", span,
                            "up to 63 characters of [A-Za-z0-9_.-], starting and ending "
                            "alphanumeric, or empty")
                 continue
@@ -263,6 +273,44 @@ class _Object:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _first_at(span: Span | None) -> list[str]:
+    return [f"first at line {span.line}"] if span is not None else []
+
+
+def object_label(namespace: Any, name: Any) -> str:
+    return (f"{clip(namespace) if isinstance(namespace, str) else '?'}/"
+            f"{clip(name) if isinstance(name, str) else '?'}")
+
+
+def _where(label: str, path: Path) -> str:
+    return f"{label}: {format_path(path)}" if path else label
+
+
+def policy_where(root: Any, path: Path) -> str:
+    """The object and path of a spot in a policy file's document, as _Object names them: a
+    List's item by its own metadata, with the path inside it."""
+    label, rest = "document", path
+    if len(path) >= 2 and path[0] == "items" and isinstance(path[1], int):
+        items = root.get("items") if isinstance(root, YMap) else None
+        label, rest = f"items[{path[1]}]", path[2:]
+        root = items[path[1]] if isinstance(items, YList) and path[1] < len(items) else None
+    meta = root.get("metadata") if isinstance(root, YMap) else None
+    if isinstance(meta, YMap):
+        label = object_label(meta.get("namespace"), meta.get("name"))
+    return _where(label, rest)
+
+
+def inventory_where(root: Any, path: Path) -> str:
+    """A pod's problems name the pod, everything else the inventory."""
+    label = "inventory"
+    if len(path) >= 2 and path[0] == "pods" and isinstance(path[1], int):
+        pods = root.get("pods") if isinstance(root, YMap) else None
+        pod = pods[path[1]] if isinstance(pods, YList) and path[1] < len(pods) else None
+        if isinstance(pod, YMap):
+            label = object_label(pod.get("namespace"), pod.get("name"))
+    return _where(label, path)
 
 
 def _describe(value: Any) -> str:
@@ -276,7 +324,7 @@ def _describe(value: Any) -> str:
         case float():
             return f"number {value}"
         case str():
-            return f"string {value!r}"
+            return f"string {quote(value)}"
         case YMap() | dict():
             return "a mapping"
         case YList() | list():
@@ -305,10 +353,10 @@ def parse_prefix(text: str, *, host: bool) -> tuple[Prefix | None, str | None, b
             family = Family.IP if address.version == 4 else Family.IP6
             return Prefix(family, int(address), family.bits), None, False
         if "/" not in text:
-            return None, f"{text!r} is not a CIDR (write e.g. {text}/32)", False
+            return None, f"{quote(text)} is not a CIDR (write e.g. {clip(text)}/32)", False
         net = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
-        return None, str(exc), False
+        return None, str(exc).replace(repr(text), quote(text)), False
     family = Family.IP if net.version == 4 else Family.IP6
     cleared = str(net) != text and int(ipaddress.ip_interface(text).ip) != int(net.network_address)
     return Prefix(family, int(net.network_address), net.prefixlen), None, cleared
@@ -338,12 +386,12 @@ def _selector(obj: _Object, parent: YMap, key: str, path: str) -> Selector | Non
         if label is None or operator is None:
             continue
         if not label_key_ok(label):
-            obj.error("E0605", f"{where}.key", f"invalid label key {label!r}",
+            obj.error("E0605", f"{where}.key", f"invalid label key {quote(label)}",
                       item.value_span("key"))
             continue
         if operator not in OPERATORS:
             close = difflib.get_close_matches(operator, OPERATORS, n=1)
-            obj.error("E0606", f"{where}.operator", f"unknown operator {operator!r}",
+            obj.error("E0606", f"{where}.operator", f"unknown operator {quote(operator)}",
                       item.value_span("operator"),
                       f"did you mean {close[0]}?" if close else
                       "operators: " + ", ".join(OPERATORS))
@@ -444,20 +492,20 @@ def _port_entries(obj: _Object, rule: YMap, path: str) -> tuple[PortEntry, ...] 
         if not obj.typed(item, YMap, "a mapping", where, span):
             continue
         obj.fields(item, where, ("protocol", "port", "endPort"))
+        ok = True
         protocol = obj.string(item, "protocol", where) or "TCP"
         if protocol not in PROTOCOLS:
-            obj.error("E0605", f"{where}.protocol", f"unknown protocol {protocol!r}",
+            obj.error("E0605", f"{where}.protocol", f"unknown protocol {quote(protocol)}",
                       item.value_span("protocol"), "protocols: TCP, UDP, SCTP")
-            continue
+            ok = False
         port, end = item.get("port"), item.get("endPort")
-        ok = True
         if isinstance(port, str) and port.isdigit():
-            obj.error("E0607", f"{where}.port", f"port {port!r} is a string of digits",
+            obj.error("E0607", f"{where}.port", f"port {quote(port)} is a string of digits",
                       item.value_span("port"), "write the number without quotes")
             ok = False
         elif isinstance(port, str):
             if len(port) > 15 or not _PORT_NAME.match(port) or not re.search("[a-z]", port):
-                obj.error("E0607", f"{where}.port", f"invalid port name {port!r}",
+                obj.error("E0607", f"{where}.port", f"invalid port name {quote(port)}",
                           item.value_span("port"), "a port name is up to 15 characters of "
                           "[a-z0-9-] with at least one letter, no leading, trailing or double -")
                 ok = False
@@ -478,7 +526,7 @@ def _port_entries(obj: _Object, rule: YMap, path: str) -> tuple[PortEntry, ...] 
                 ok = False
             elif isinstance(port, str):
                 obj.error("E0607", f"{where}.endPort", f"endPort cannot be used with the named "
-                          f"port {port!r}", item.value_span("endPort"),
+                          f"port {quote(port)}", item.value_span("endPort"),
                           "a range needs numeric ports")
                 ok = False
             elif not 1 <= end <= 65535:
@@ -490,7 +538,8 @@ def _port_entries(obj: _Object, rule: YMap, path: str) -> tuple[PortEntry, ...] 
                           item.value_span("endPort"))
                 ok = False
         if ok:
-            entries.append(PortEntry(protocol, port, end, span))
+            entries.append(PortEntry(protocol, port, end, span, where,
+                                     item.value_span("port") if port is not None else None))
     if not entries:
         return ()  # every entry was bad: errors were reported, nothing will be emitted
     return tuple(entries)
@@ -518,7 +567,7 @@ def _policy(doc: YMap, span: Span, out: Collector, where: str) -> Policy | None:
     label = where
     if isinstance(meta, YMap):
         ns, name = meta.get("namespace"), meta.get("name")
-        label = f"{ns if isinstance(ns, str) else '?'}/{name if isinstance(name, str) else '?'}"
+        label = object_label(ns, name)
     obj = _Object(out, label)
     obj.fields(doc, "", ("apiVersion", "kind", "metadata", "spec", "status"),
                ("apiVersion", "kind", "metadata", "spec"))
@@ -528,18 +577,21 @@ def _policy(doc: YMap, span: Span, out: Collector, where: str) -> Policy | None:
                   f"{_describe(api_version)}", doc.value_span("apiVersion"))
     metadata = obj.mapping(doc, "metadata", "")
     spec = obj.mapping(doc, "spec", "")
-    if metadata is None or spec is None:
+    # Every part is checked even when another is wrong: one run reports every problem.
+    namespace = name = None
+    if metadata is not None:
+        obj.fields(metadata, "metadata", _METADATA, ("name", "namespace"))
+        namespace = obj.string(metadata, "namespace", "metadata")
+        name = obj.string(metadata, "name", "metadata")
+        for key, value, pattern in (("namespace", namespace, _DNS_LABEL),
+                                    ("name", name, _DNS_SUBDOMAIN)):
+            if value is not None and (len(value) > 253 or not pattern.match(value)):
+                obj.error("E0605", f"metadata.{key}", f"invalid {key} {quote(value)}",
+                          metadata.value_span(key), "lower-case letters, digits and -"
+                          + (" (and . in names)" if key == "name" else ""))
+                namespace = name = None
+    if spec is None:
         return None
-    obj.fields(metadata, "metadata", _METADATA, ("name", "namespace"))
-    namespace = obj.string(metadata, "namespace", "metadata")
-    name = obj.string(metadata, "name", "metadata")
-    for key, value, pattern in (("namespace", namespace, _DNS_LABEL),
-                                ("name", name, _DNS_SUBDOMAIN)):
-        if value is not None and (len(value) > 253 or not pattern.match(value)):
-            obj.error("E0605", f"metadata.{key}", f"invalid {key} {value!r}",
-                      metadata.value_span(key), "lower-case letters, digits and -"
-                      + (" (and . in names)" if key == "name" else ""))
-            return None
     obj.fields(spec, "spec", ("podSelector", "policyTypes", "ingress", "egress"))
     selector = _selector(obj, spec, "podSelector", "spec") or Selector()
     types: tuple[str, ...] | None = None
@@ -557,9 +609,10 @@ def _policy(doc: YMap, span: Span, out: Collector, where: str) -> Policy | None:
         types = tuple(kept) if raw_types else None
     ingress = _rules(obj, spec, "ingress", "from")
     egress = _rules(obj, spec, "egress", "to")
-    if namespace is None or name is None:
+    if metadata is None or namespace is None or name is None:
         return None
-    return Policy(namespace, name, selector, types, ingress, egress, span)
+    return Policy(namespace, name, selector, types, ingress, egress, span,
+                  metadata.value_span("namespace"), metadata.value_span("name"))
 
 
 def _kind(doc: Any, span: Span, out: Collector) -> str | None:
@@ -584,7 +637,7 @@ def _kind(doc: Any, span: Span, out: Collector) -> str | None:
 def read_policies(source: SourceFile, out: Collector) -> list[Policy]:
     """Every NetworkPolicy of a file: multi-document streams and `kind: List` included."""
     policies: list[Policy] = []
-    for doc, span in documents(source, out):
+    for doc, span in documents(source, out, policy_where):
         kind = _kind(doc, span, out)
         if kind is None:
             continue
@@ -618,57 +671,50 @@ def _container_ports(obj: _Object, pod: YMap, path: str) -> tuple[ContainerPort,
         span = items.item_spans[i] if items is not None else pod.span
         if not obj.typed(item, YMap, "a mapping", where, span):
             continue
-        if not obj.fields(item, where, ("name", "port", "containerPort", "protocol")):
-            continue
+        before = obj.count
+        obj.fields(item, where, ("name", "port", "containerPort", "protocol"))
         number = item.get("port", item.get("containerPort"))
         key = "port" if "port" in item else "containerPort"
         if number is None:
             obj.error("E0602", f"{where}.port", "missing field", span)
-            continue
-        if not obj.typed(number, int, "a number", f"{where}.{key}", item.value_span(key)):
-            continue
-        if not 1 <= number <= 65535:
+        elif not obj.typed(number, int, "a number", f"{where}.{key}", item.value_span(key)):
+            pass
+        elif not 1 <= number <= 65535:
             obj.error("E0607", f"{where}.{key}", f"port {number} is out of range (1-65535)",
                       item.value_span(key))
-            continue
         protocol = obj.string(item, "protocol", where) or "TCP"
         if protocol not in PROTOCOLS:
-            obj.error("E0605", f"{where}.protocol", f"unknown protocol {protocol!r}",
+            obj.error("E0605", f"{where}.protocol", f"unknown protocol {quote(protocol)}",
                       item.value_span("protocol"), "protocols: TCP, UDP, SCTP")
-            continue
         name = obj.string(item, "name", where)
         if name is not None:
             if len(name) > 15 or not _PORT_NAME.match(name) or not re.search("[a-z]", name):
-                obj.error("E0607", f"{where}.name", f"invalid port name {name!r}",
+                obj.error("E0607", f"{where}.name", f"invalid port name {quote(name)}",
                           item.value_span("name"))
-                continue
-            if name in names:
-                obj.error("E0610", f"{where}.name", f"port name {name!r} is used twice in this "
-                          "pod", item.value_span("name"))
-                continue
+            elif name in names:
+                obj.error("E0610", f"{where}.name", f"port name {quote(name)} is used twice in "
+                          "this pod", item.value_span("name"))
             names.add(name)
-        ports.append(ContainerPort(number, protocol, name))
+        if obj.count == before:
+            ports.append(ContainerPort(number, protocol, name))
     return tuple(ports)
 
 
-def _pod(obj_out: Collector, item: YMap, where: str,
-         namespaces: dict[str, Namespace]) -> Pod | None:
-    ns, name = item.get("namespace"), item.get("name")
-    obj = _Object(obj_out, f"{ns if isinstance(ns, str) else '?'}/"
-                  f"{name if isinstance(name, str) else '?'}")
-    if not obj.fields(item, where, ("name", "namespace", "labels", "ip", "ips", "ports"),
-                      ("name", "namespace")):
-        return None
+def _pod(obj_out: Collector, item: YMap, where: str, namespaces: dict[str, Namespace],
+         broken: set[str]) -> Pod | None:
+    """The pod, or None when it has errors; every error of the pod is reported."""
+    obj = _Object(obj_out, object_label(item.get("namespace"), item.get("name")))
+    obj.fields(item, where, ("name", "namespace", "labels", "ip", "ips", "ports"),
+               ("name", "namespace"))
     namespace, pod_name = obj.string(item, "namespace", where), obj.string(item, "name", where)
-    if namespace is None or pod_name is None:
-        return None
-    if namespace not in namespaces:
-        obj.error("E0609", f"{where}.namespace", f"namespace {namespace!r} is not in the "
+    if namespace in broken:
+        obj.count += 1  # its error is reported at the namespace
+    elif namespace is not None and namespace not in namespaces:
+        obj.error("E0609", f"{where}.namespace", f"namespace {quote(namespace)} is not in the "
                   "inventory's namespaces", item.value_span("namespace"))
-        return None
-    if len(pod_name) > 253 or not _DNS_SUBDOMAIN.match(pod_name):
-        obj.error("E0605", f"{where}.name", f"invalid name {pod_name!r}", item.value_span("name"))
-        return None
+    if pod_name is not None and (len(pod_name) > 253 or not _DNS_SUBDOMAIN.match(pod_name)):
+        obj.error("E0605", f"{where}.name", f"invalid name {quote(pod_name)}",
+                  item.value_span("name"))
     texts: list[tuple[str, Span, str]] = []
     if item.get("ip") is not None and obj.typed(item["ip"], str, "a string", f"{where}.ip",
                                                 item.value_span("ip")):
@@ -678,26 +724,27 @@ def _pod(obj_out: Collector, item: YMap, where: str,
         span = ips.item_spans[i] if ips is not None else item.span
         if obj.typed(text, str, "a string", f"{where}.ips[{i}]", span):
             texts.append((text, span, f"{where}.ips[{i}]"))
-    if not texts:
+    if not texts and item.get("ip") is None and not ips:
         obj.error("E0609", where, "pod has no address", item.span,
                   "give it `ip: <address>` (or `ips:` for dual stack)")
-        return None
-    addresses: list[Prefix] = []
+    addresses: dict[Prefix, Span] = {}
     for text, span, path in texts:
         prefix, problem, _ = parse_prefix(text, host=True)
         if prefix is None:
             obj.error("E0609", path, f"invalid address: {problem}", span)
-            return None
-        if prefix in addresses:
+        elif prefix in addresses:
             continue
-        if any(a.family is prefix.family for a in addresses):
+        elif any(a.family is prefix.family for a in addresses):
             obj.error("E0609", path, "a pod has at most one address per family", span)
-            return None
-        addresses.append(prefix)
+        else:
+            addresses[prefix] = span
     labels = obj.labels(item, "labels", where)
     ports = _container_ports(obj, item, where)
-    return Pod(namespace, pod_name, labels, tuple(sorted(addresses, key=lambda p: p.sort_key)),
-               ports, item.span)
+    if obj.count or namespace is None or pod_name is None:
+        return None
+    ordered = sorted(addresses, key=lambda p: p.sort_key)
+    return Pod(namespace, pod_name, labels, tuple(ordered), ports, item.span,
+               tuple(addresses[a] for a in ordered), item.value_span("name"))
 
 
 def read_inventory(source: SourceFile, out: Collector) -> Inventory:
@@ -706,7 +753,7 @@ def read_inventory(source: SourceFile, out: Collector) -> Inventory:
     namespaces: dict[str, Namespace] = {}
     pods: dict[str, Pod] = {}
     owners: dict[Prefix, Pod] = {}
-    docs = list(documents(source, out))
+    docs = documents(source, out, inventory_where)
     if not docs:
         if not out.has_errors:
             out.error("E0602", "the inventory is empty: it needs `namespaces` and `pods`",
@@ -717,30 +764,34 @@ def read_inventory(source: SourceFile, out: Collector) -> Inventory:
     if not obj.typed(doc, YMap, "a mapping", "", span):
         return Inventory((), ())
     obj.fields(doc, "", ("namespaces", "pods"), ("namespaces",))
+    broken: set[str] = set()  # namespaces listed with errors: their pods are not blamed
     for i, item in enumerate(obj.sequence(doc, "namespaces", "") or ()):
         where = f"namespaces[{i}]"
         item_span = doc["namespaces"].item_spans[i]
         if not obj.typed(item, YMap, "a mapping", where, item_span):
             continue
-        if not obj.fields(item, where, ("name", "labels"), ("name",)):
-            continue
+        before = obj.count
+        obj.fields(item, where, ("name", "labels"), ("name",))
         name = obj.string(item, "name", where)
+        labels = dict(obj.labels(item, "labels", where))
         if name is None:
             continue
         if len(name) > 63 or not _DNS_LABEL.match(name):
-            obj.error("E0605", f"{where}.name", f"invalid namespace name {name!r}",
+            obj.error("E0605", f"{where}.name", f"invalid namespace name {quote(name)}",
                       item.value_span("name"), "a DNS label: lower-case letters, digits and -")
+        elif name in namespaces:
+            obj.error("E0610", f"{where}.name", f"namespace {quote(name)} is listed twice",
+                      item.value_span("name"), *_first_at(namespaces[name].span))
             continue
-        if name in namespaces:
-            obj.error("E0610", f"{where}.name", f"namespace {name!r} is listed twice",
-                      item.value_span("name"))
-            continue
-        labels = dict(obj.labels(item, "labels", where))
         stamped = labels.setdefault(NAMESPACE_LABEL, name)  # the API server stamps it
         if stamped != name:
-            obj.error("E0609", f"{where}.labels.{NAMESPACE_LABEL}", f"must be {name!r}, the "
-                      "namespace's own name", item.value_span("labels"),
+            raw = item.get("labels")
+            obj.error("E0609", f"{where}.labels.{NAMESPACE_LABEL}", f"must be {quote(name)}, the "
+                      "namespace's own name", raw.value_span(NAMESPACE_LABEL)
+                      if isinstance(raw, YMap) else item.span,
                       "the API server sets this label and keeps it equal to the name")
+        if obj.count > before:
+            broken.add(name)
             continue
         namespaces[name] = Namespace(name, tuple(sorted(labels.items())), item.span)
     for i, item in enumerate(obj.sequence(doc, "pods", "") or ()):
@@ -748,16 +799,25 @@ def read_inventory(source: SourceFile, out: Collector) -> Inventory:
         item_span = doc["pods"].item_spans[i]
         if not obj.typed(item, YMap, "a mapping", where, item_span):
             continue
-        pod = _pod(out, item, where, namespaces)
+        pod = _pod(out, item, where, namespaces, broken)
         if pod is None:
             continue
-        if pod.key in pods:
-            obj.error("E0610", where, f"pod {pod.key} is listed twice", item_span)
+        pod_obj = _Object(out, pod.key)
+        first = pods.get(pod.key)
+        if first is not None:
+            pod_obj.error("E0610", f"{where}.name", f"pod {pod.key} is listed twice",
+                          pod.name_span or item_span, *_first_at(first.span))
             continue
-        clash = next((owners[a] for a in pod.addresses if a in owners), None)
+        clash = next(((a, s) for a, s in zip(pod.addresses, pod.address_spans, strict=True)
+                      if a in owners), None)
         if clash is not None:
-            obj.error("E0609", where, f"pod {pod.key} has the address of pod {clash.key}",
-                      item_span, "pod addresses are unique in a cluster")
+            other = owners[clash[0]]
+            where_other = next((s for a, s in zip(other.addresses, other.address_spans,
+                                                   strict=True) if a == clash[0]), None)
+            pod_obj.error("E0609", where, f"pod {pod.key} has the address of pod {other.key}",
+                          clash[1], "pod addresses are unique in a cluster",
+                          *([f"{other.key} has it at line {where_other.line}"] if where_other
+                            else []))
             continue
         pods[pod.key] = pod
         owners.update(dict.fromkeys(pod.addresses, pod))
