@@ -166,17 +166,21 @@ def left_out_family(ruleset: Ruleset, target: str) -> tuple[Diagnostic, ...]:
             for c in t.chains))
         for t in ruleset.tables if t.family in (family, Family.INET))
     half = remove_unreachable(replace(ruleset, tables=tables), PassContext())
-    rules = sum(1 for t in half.tables for c in t.chains for r in c.rules
-                if not isinstance(r.action, Accept | Return | Jump | Goto))
-    policies = sum(1 for t in half.tables for c in t.chains if c.policy is Policy.DROP)
+    deciding = [r for t in half.tables for c in t.chains for r in c.rules
+                if not isinstance(r.action, Accept | Return | Jump | Goto)]
+    dropping = [c for t in half.tables for c in t.chains if c.policy is Policy.DROP]
+    rules, policies = len(deciding), len(dropping)
     if not rules and not policies:
         return ()
+    # The first thing the left-out half would have decided; NetworkPolicy tables have no span.
+    span = next((n.span for n in (*deciding, *dropping, *half.tables) if n.span is not None),
+                None)
     other = _OTHER_FAMILY[target]
     printed, left = ("IPv4", "IPv6") if family is Family.IP6 else ("IPv6", "IPv4")
     return (warning("W0401", f"--target {target} prints only the {printed} half of this policy; "
                     f"its {left} half ({rules} rules that drop, reject, rewrite or mark, "
                     f"{policies} drop policies) is left out and {left} traffic stays unfiltered",
-                    tables[0].span,
+                    span,
                     "write both halves in one run: rulec compile -t iptables -o rules.v4 "
                     f"--ip6-output rules.v6 ... (or compile for {other} too)",
                     f"if the policy is not meant for {left}, declare its tables "

@@ -41,7 +41,7 @@ def test_one_half_of_a_dual_stack_policy_is_never_silent(run: Run, dual: Path, t
                                                          left_out: str) -> None:
     code, out, err = run("compile", "-t", target, "dual.rules", cwd=dual)
     assert code == cli.EXIT_OK and "COMMIT" in out
-    assert err.startswith("dual.rules:1:7: warning[W0401]: ")
+    assert err.startswith("dual.rules:4:5: warning[W0401]: ")  # the drop rule
     assert (f"its {left_out} half (1 rules that drop, reject, rewrite or mark, 1 drop "
             "policies) is left out") in err
 
