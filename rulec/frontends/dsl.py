@@ -44,6 +44,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
+from rulec.ir.verify import NAT_PORT_0_NOTES, ifname_too_long
 
 if TYPE_CHECKING:
     from rulec.frontends.docker import DockerHost, DockerOptions
@@ -581,9 +582,8 @@ class _Lowering:
                            "interface names have no spaces, quotes, '/' or ':'; "
                            "'+' only at the end as a wildcard")
             return None
-        if len(name) > 15:
-            self.out.error("E0313", f"interface name {name!r} is longer than 15 characters",
-                           self.span(token))
+        if too_long := ifname_too_long(name):
+            self.out.error("E0313", too_long[0], self.span(token), *too_long[1:])
             return None
         return Interface(name, self.neg(neg))
 
@@ -736,8 +736,26 @@ class _Lowering:
             self.out.error("E0301", "a NAT target is one address, not a network",
                            self.span(address))
             return None
-        ports = self.port_atom(port) if isinstance(port, Tree) else None
+        if len(tree.children) == 1 and (split := _port_suffix(str(address))):
+            # 2001:db8::1:8080 is an address, but reads as an address and a port.
+            host, number = split
+            self.out.error("E0319", f"NAT target {address!s} is ambiguous", self.span(address),
+                           f"for address {host} and port {number} write [{host}]:{number}; "
+                           f"for the address alone write [{address!s}]")
+            return None
+        ports = self.nat_ports(port) if isinstance(port, Tree) else None
+        if isinstance(port, Tree) and ports is None:
+            return None
         return prefix, ports
+
+    def nat_ports(self, tree: Tree[Token]) -> tuple[int, int] | None:
+        """A port or range to translate to: port 0 is refused, since nothing answers there."""
+        ports = self.port_atom(tree)
+        if ports is not None and ports[0] == 0:
+            self.out.error("E0302", "cannot translate to port 0", self.span(tree),
+                           *NAT_PORT_0_NOTES)
+            return None
+        return ports
 
     def action(self, tree: Tree[Token]) -> ir.Action | None:
         kind = tree.data
@@ -777,7 +795,7 @@ class _Lowering:
         if kind == "redirect":
             port_tree = children[0]
             assert isinstance(port_tree, Tree)
-            ports = self.port_atom(port_tree)
+            ports = self.nat_ports(port_tree)
             return ir.Redirect(ports) if ports else None
         if kind == "set_mss":
             token = children[0]
@@ -835,6 +853,19 @@ def _number(token: str) -> int:
     if len(digits) > 30:
         return 10**30
     return int(token, 16) if token.lower().startswith("0x") else int(token)
+
+
+def _port_suffix(text: str) -> tuple[str, str] | None:
+    """(address, port) if an unbracketed IPv6 NAT target also reads as `address:port`: the
+    text before its last `:` is an IPv6 address and the text after it a decimal port."""
+    host, _, number = text.rpartition(":")
+    if not number.isdigit():
+        return None
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return None
+    return host, number
 
 
 def _address_hint(text: str, exc: ValueError) -> list[str]:
