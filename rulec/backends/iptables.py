@@ -54,6 +54,7 @@ from rulec.ir.values import (
     TCP,
     AddressSet,
     AddrType,
+    AddrTypeKind,
     CtState,
     CtStates,
     Family,
@@ -503,7 +504,20 @@ def _conntrack(states: CtStates | None, orig_dport: PortSet | None) -> str:
     return " ".join(parts)
 
 
-def _addrtype(src: AddrType | None, dst: AddrType | None) -> str:
+# xt_addrtype refuses these for IPv6 ("ipv6 does not support BROADCAST matching", "BLACKHOLE
+# matching not supported", "PROHIBIT (THROW, NAT ..) matching not supported").
+_NO_IPV6_ADDRTYPE = frozenset({AddrTypeKind.BROADCAST, AddrTypeKind.BLACKHOLE,
+                               AddrTypeKind.PROHIBIT})
+
+
+def _addrtype(src: AddrType | None, dst: AddrType | None, family: Family,
+              span: Span | None) -> str:
+    for value in (src, dst):
+        if value is not None and family is Family.IP6 and value.kind in _NO_IPV6_ADDRTYPE:
+            raise _fail("E0406", f"ip6tables cannot test the address type {value.kind.value}",
+                        span, "the kernel's addrtype match has no IPv6 broadcast, blackhole or "
+                        "prohibit; IPv6 has no broadcast addresses: add `family ip` to the "
+                        "rule, or target nft")
     parts = ["-m addrtype"]
     if src is not None:
         parts.append(f"{_neg(src.negated)}--src-type {src.kind.name}")
@@ -681,7 +695,7 @@ def rule_line(chain: Chain, rule: Rule, family: Family) -> str:
     if m.ct_state is not None or m.ct_orig_dport is not None:
         parts.append(_conntrack(m.ct_state, m.ct_orig_dport))
     if m.src_type is not None or m.dst_type is not None:
-        parts.append(_addrtype(m.src_type, m.dst_type))
+        parts.append(_addrtype(m.src_type, m.dst_type, family, span))
     if m.mark is not None:
         parts.append(_mark(m.mark))
     if rule.comment is not None:

@@ -199,3 +199,21 @@ def test_drop_in_nat_is_refused() -> None:
     _judge(_policy("drop tcp dport 22", "ip nat", "PREROUTING"),
            {"iptables": "E0315", "nft": "E0315", "nft-json": "E0315"})
 
+
+# ------------------------------------------------------------------ address types in IPv6
+
+@pytest.mark.parametrize("kind", ["broadcast", "blackhole", "prohibit"])
+def test_address_type_ipv6_addrtype_cannot_test(kind: str) -> None:
+    # xt_addrtype: "ipv6 does not support BROADCAST matching", "ipv6 BLACKHOLE matching not
+    # supported", "ipv6 PROHIBIT (THROW, NAT ..) matching not supported".
+    _judge(_policy(f"accept to type {kind}", "ip6 filter", "INPUT"),
+           {"ip6tables": "E0406", "nft": LOADS, "nft-json": LOADS})
+    _judge(_policy(f"accept from type != {kind}", "inet filter", "INPUT"),
+           _all(LOADS, ip6tables="E0406"))
+    _judge(_policy(f"accept family ip to type {kind}", "inet filter", "INPUT"), _all(LOADS))
+
+
+@pytest.mark.parametrize("kind", ["unicast", "local", "anycast", "multicast", "unreachable"])
+def test_address_type_ipv6_can_test(kind: str) -> None:
+    _judge(_policy(f"accept to type {kind} from type != {kind}", "inet filter", "INPUT"),
+           _all(LOADS))
