@@ -282,19 +282,27 @@ class _Lowering:
 
     def atoms(self, value: Tree[Token]) -> list[_Atom] | None:
         """The value's atoms with $variables expanded (defines are resolved when defined);
-        None if a variable is undefined or broken (the error is already reported)."""
+        None if a variable is undefined or broken (the error is already reported).
+
+        A value is a set, so an atom written twice is kept once (the first time). Without this
+        a few lines (`define a1 = { $a0, $a0 }`, `define a2 = { $a1, $a1 }`, ...) double a set
+        per line: 600 bytes made a million atoms, 30 lines a billion. Expansion only copies
+        atoms written in the source, so a value never holds more than those."""
         inner = value.children[0]
         assert isinstance(inner, Tree)
         raw = [inner] if inner.data == "atom" else [
             c for c in inner.children if isinstance(c, Tree)]
         atoms: list[_Atom] = []
+        seen: set[tuple[str, str]] = set()
         ok = True
         for atom in raw:
             assert isinstance(atom, Tree)
             token = atom.children[0]
             assert isinstance(token, Token)
             if token.type != "VAR":
-                atoms.append(_Atom(token, self.span(token)))
+                if (token.type, str(token)) not in seen:
+                    seen.add((token.type, str(token)))
+                    atoms.append(_Atom(token, self.span(token)))
                 continue
             name = token[1:]
             if name not in self.ctx.defines:
@@ -310,8 +318,11 @@ class _Lowering:
                 continue
             # Point at the use, with a note: the define may be far away, or in another file.
             use = self.span(token)
-            atoms.extend(_Atom(a.token, use, (f"{token!s} is defined at {where}",))
-                         for a in defined)
+            note = (f"{token!s} is defined at {where}",)
+            for a in defined:
+                if (a.token.type, str(a.token)) not in seen:
+                    seen.add((a.token.type, str(a.token)))
+                    atoms.append(_Atom(a.token, use, note))
         return atoms if ok else None
 
     def table(self, tree: Tree[Token]) -> None:
