@@ -702,6 +702,13 @@ def rule_line(chain: Chain, rule: Rule, family: Family) -> str:
         parts.append(_comment(rule.comment, span))
     if m.limit is not None:  # last: the bucket must only see packets every other test passed
         parts.append(_limit(m.limit, span))
+    if isinstance(rule.action, Dnat | Snat | Masquerade | Redirect) and (
+            rule.action.ports is not None and (m.proto is None or m.proto.number not in
+                                               _PORT_MODULES)):
+        # The NAT targets parse ports only after -p tcp, udp, sctp or dccp: "Need TCP, UDP,
+        # SCTP or DCCP with port specification".
+        raise _fail("E0406", "iptables translates ports only for tcp, udp, sctp and dccp",
+                    span, "nft can translate udplite ports")
     parts.append(_target(rule.action, family, span))
     return " ".join(parts)
 

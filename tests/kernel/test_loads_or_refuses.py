@@ -217,3 +217,23 @@ def test_address_type_ipv6_addrtype_cannot_test(kind: str) -> None:
 def test_address_type_ipv6_can_test(kind: str) -> None:
     _judge(_policy(f"accept to type {kind} from type != {kind}", "inet filter", "INPUT"),
            _all(LOADS))
+
+
+# ------------------------------------------------------------------ NAT ports by protocol
+
+@pytest.mark.parametrize(("rule", "table", "chain"), [
+    ("redirect to 94-1063 udplite", "ip nat", "PREROUTING"),
+    ("dnat to 192.0.2.1:80 udplite", "ip nat", "PREROUTING"),
+    ("snat to [2001:db8::1]:1-2 udplite", "ip6 nat", "POSTROUTING"),
+])
+def test_nat_ports_of_udplite(rule: str, table: str, chain: str) -> None:
+    # iptables' NAT targets: "Need TCP, UDP, SCTP or DCCP with port specification".
+    expected = {"nft": LOADS, "nft-json": LOADS}
+    expected["ip6tables" if table.startswith("ip6") else "iptables"] = "E0406"
+    _judge(_policy(rule, table, chain), expected)
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp", "sctp", "dccp"])
+def test_nat_ports_of_protocols_iptables_translates(proto: str) -> None:
+    _judge(_policy(f"dnat to 192.0.2.1:80 {proto}", "ip nat", "PREROUTING"),
+           {"iptables": LOADS, "nft": LOADS, "nft-json": LOADS})
