@@ -122,6 +122,24 @@ def test_every_character_is_carried_or_refused(what: str, target: str) -> None:
         t for t, ch in zip(texts, CHARACTERS, strict=True) if ch not in refused)
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_character_in_an_interface_name_loads_or_is_refused(target: str) -> None:
+    # Each name alone: refused with a position (the language or the target), or kept; then
+    # every kept name in one policy, which must load.
+    kept = []
+    for ch in CHARACTERS:
+        name = _dsl_string(f"a{ch}b"[:15])
+        result = _outcome(_policy(f"accept in {name}"), target, passes=())
+        if isinstance(result, RulecError):
+            assert all(d.span is not None and d.code in ("E0313", "E0405", "E0409")
+                       for d in result.diagnostics), result.render()
+        else:
+            kept.append(name)
+    assert len(kept) > 60, kept
+    rules = "\n    ".join(f"accept in {name} tcp dport {i + 1}" for i, name in enumerate(kept))
+    _judge(_policy(rules), {target: LOADS}, passes=())
+
+
 # ------------------------------------------------------------------ rate limits
 
 @pytest.mark.parametrize(("rate", "expected"), [
