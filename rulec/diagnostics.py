@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import enum
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ class Span:
         return self.source.position(self.end)[1]
 
     def __str__(self) -> str:
-        return f"{self.source.name}:{self.line}:{self.column}"
+        return f"{escape(self.source.name)}:{self.line}:{self.column}"
 
 
 class Severity(enum.Enum):
@@ -147,20 +148,63 @@ class Collector:
             raise RulecError(self.items)
 
 
-def _printable(text: str) -> str:
-    # Input text is echoed back; keep control characters from reaching the terminal raw.
-    return "".join(ch if ch == "\t" or ch.isprintable() else "\ufffd" for ch in text)
+# Characters that never reach the terminal as they are: controls (Cc: newline, ESC), format
+# characters (Cf: the bidi embeddings, overrides and isolates U+202A-U+202E and U+2066-U+2069,
+# the marks U+200E/U+200F/U+061C, zero-width characters, the BOM), line and paragraph
+# separators, surrogates, private-use and unassigned code points, and spaces other than ' '.
+# Named by category rather than left to str.isprintable(), so the rule is explicit.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hidden(ch: str) -> bool:
+    return ch != " " and unicodedata.category(ch) in _HIDDEN
+
+
+def escape(text: str) -> str:
+    """`text` with every hidden character written as an escape (`\\n`, `\\x1b`, `\\u202e`):
+    for file names and messages, which are read, not aligned with anything."""
+    if not any(_hidden(ch) for ch in text):
+        return text
+    return "".join(_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else
+                                        f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else
+                                        f"\\U{ord(ch):08x}") if _hidden(ch) else ch
+                   for ch in text)
+
+
+def _shown_line(text: str) -> str:
+    # An echoed source line keeps one column per character, so the caret stays aligned: a tab
+    # is a space, any other hidden character U+FFFD.
+    return "".join(" " if ch == "\t" else "\ufffd" if _hidden(ch) else ch for ch in text)
+
+
+# An echoed source line is cut to this many characters around the caret, `...` marking what is
+# left out (a generated policy may have one very long line).
+ECHO_WIDTH = 120
+_ECHO_BEFORE = 40  # characters kept before the caret, when the line is cut
+_ELIDED = "..."
+
+
+def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
+    """(the part of the line shown, the caret's 0-based column in it, the caret's width)."""
+    if len(text) <= ECHO_WIDTH:
+        return text, column, width
+    start = max(0, min(column - _ECHO_BEFORE, len(text) - ECHO_WIDTH))
+    end = start + ECHO_WIDTH
+    head = _ELIDED if start else ""
+    shown = head + text[start:end] + (_ELIDED if end < len(text) else "")
+    return shown, column - start + len(head), max(1, min(width, end - column))
 
 
 def render(diagnostic: Diagnostic) -> str:
     """`file:line:col: error[CODE]: message`, the source line and a caret under the span."""
-    head = f"{diagnostic.severity.value}[{diagnostic.code}]: {_printable(diagnostic.message)}"
+    head = f"{diagnostic.severity.value}[{diagnostic.code}]: {escape(diagnostic.message)}"
     span = diagnostic.span
     if span is None:
         lines = [head]
     else:
         lines = [f"{span}: {head}"]
-        text = _printable(span.source.line_text(span.line)).replace("\t", " ")
+        text = _shown_line(span.source.line_text(span.line))
         if text or span.line <= len(span.source.text.splitlines()) + 1:
             gutter = str(span.line)
             pad = " " * len(gutter)
@@ -168,7 +212,8 @@ def render(diagnostic: Diagnostic) -> str:
             if span.end_line == span.line:
                 width = max(1, span.end_column - span.column)
             width = max(1, min(width, len(text) - span.column + 1))
-            lines.append(f"{gutter:>4} | {text}")
-            lines.append(f"{pad:>4} | {' ' * (span.column - 1)}{'^' * width}")
-    lines.extend(f"note: {_printable(note)}" for note in diagnostic.notes)
+            shown, column, width = _window(text, span.column - 1, width)
+            lines.append(f"{gutter:>4} | {shown}")
+            lines.append(f"{pad:>4} | {' ' * column}{'^' * width}")
+    lines.extend(f"note: {escape(note)}" for note in diagnostic.notes)
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
+from rulec.ir.verify import IFNAMSIZ, never_matches
 
 SINGLE_FAMILIES = (Family.IP, Family.IP6)
 SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
@@ -101,8 +102,9 @@ def port_sets(negated: bool | None = None) -> st.SearchStrategy[PortSet]:
 
 _IFNAME_PLAIN = st.from_regex(r"[a-z][a-z0-9._-]{0,13}\+?", fullmatch=True)
 # Names that need quotes in the DSL: a leading digit, `@`, non-ASCII; never the characters the
-# frontend refuses (space, quotes, '/', ':', '\').
-_IFNAME_QUOTED = st.from_regex(r"[0-9@é][a-z0-9@é._-]{0,13}\+?", fullmatch=True)
+# frontend refuses (space, quotes, '/', ':', '\'), and at most the kernel's 15 bytes.
+_IFNAME_QUOTED = st.from_regex(r"[0-9@é][a-z0-9@é._-]{0,13}\+?", fullmatch=True).filter(
+    lambda name: len(name.encode()) <= IFNAMSIZ)
 _IFNAME_KEYWORDS = st.sampled_from(("in", "out", "tcp", "accept", "from", "lo", "eth0", "br-apps",
                                     "wg+", "+", "veth.100"))
 
@@ -303,16 +305,21 @@ _NAT_HOOKS = {
 @functools.cache
 def rules(place: Place = Place(ir.TableKind.FILTER, Family.INET, ir.Hook.INPUT)
           ) -> st.SearchStrategy[ir.Rule]:
-    """A rule whose action is valid at `place` and whose match satisfies the action."""
-    return _rules(place)
+    """A rule whose action is valid at `place` and whose match satisfies the action (and
+    that some packet can match: verify refuses the others)."""
+    table = ir.Table(kind=place.kind, family=place.family, chains=())
+    return _rules(place).filter(lambda rule: not never_matches(table, rule))
 
 
+_nat_ports = port_ranges().filter(lambda ports: ports[0] > 0)  # port 0: E0302
 _STATEMENTS = st.lists(st.one_of(logs(), st.just(ir.Counter())), max_size=2)
 
 
 @st.composite
 def _rules(draw: st.DrawFn, place: Place) -> ir.Rule:
-    kinds = ["accept", "drop", "return", "log", "mark", "mss_set"]
+    kinds = ["accept", "return", "log", "mark", "mss_set"]
+    if place.kind is not ir.TableKind.NAT:  # the nat table refuses drop (E0315)
+        kinds.append("drop")
     if place.targets:
         kinds += ["jump", "goto"]
     if place.kind is ir.TableKind.FILTER:
@@ -353,12 +360,12 @@ def _rules(draw: st.DrawFn, place: Place) -> ir.Rule:
             need = Need(tcp=with_ is ir.RejectWith.TCP_RESET)
         case "dnat" | "snat":
             assert family is not None
-            ports = draw(st.none() | port_ranges())
+            ports = draw(st.none() | _nat_ports)
             address = Prefix(family, draw(st.integers(0, (1 << family.bits) - 1)), family.bits)
             action = (ir.Dnat if kind == "dnat" else ir.Snat)(address, ports)
             need = Need(port_proto=ports is not None)
         case "redirect":
-            action, need = ir.Redirect(draw(port_ranges())), Need(port_proto=True)
+            action, need = ir.Redirect(draw(_nat_ports)), Need(port_proto=True)
         case "masquerade":
             action = ir.Masquerade()  # the DSL has no syntax for masquerade's port range
         case _:

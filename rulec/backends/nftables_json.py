@@ -93,9 +93,16 @@ from rulec.ir.values import (
 
 Json = dict[str, Any]
 
-# JSON could carry `"`, but `nft list ruleset` would then print a comment that no text
-# reload parses (a saved ruleset must load back), so the JSON target refuses what text does.
-LIMITS_JSON = replace(LIMITS, target="nft-json")
+# JSON could carry `"` (and `$` in a log prefix), but `nft list ruleset` would then print a
+# rule that no text reload parses (a saved ruleset must load back), so the JSON target refuses
+# what text does. Its parser (libnftables 1.0.6, parser_json.c: json_parse_immediate) reads a
+# string that is one of these words as a typed constant in every position, so `iifname "tcp"`
+# is a datatype mismatch, and in a set of two names "tcp" silently becomes the name "\x06";
+# a string starting with `@` names a set. It reads integers as signed 64-bit (jansson).
+JSON_CONSTANTS = frozenset({"tcp", "udp", "udplite", "esp", "ah", "icmp", "icmpv6", "comp",
+                            "dccp", "sctp", "redirect"})
+LIMITS_JSON = replace(LIMITS, target="nft-json", reserved_strings=JSON_CONSTANTS,
+                      reserved_first="@", max_integer=(1 << 63) - 1)
 
 
 class NftJsonBackend(Backend):
@@ -119,9 +126,9 @@ def print_ruleset(ruleset: Ruleset) -> str:
     return json.dumps({"nftables": commands}, indent=2) + "\n"
 
 
-def text(value: str, span: Span | None) -> str:
+def text(value: str, span: Span | None, unquotable: str = "") -> str:
     """The only way user text enters the document: refused if nft could not list it back."""
-    problem = text_problem(value, LIMITS_JSON)
+    problem = text_problem(value, LIMITS_JSON, unquotable)
     if problem:
         raise RulecError.single("E0405", f"text {value!r} contains {problem}", span)
     return value
@@ -326,7 +333,7 @@ def _statement(item: Statement, span: Span | None) -> Json:
 def _log(item: Log, span: Span | None) -> Json:
     out: Json = {}
     if item.prefix is not None:
-        out["prefix"] = text(item.prefix, span)
+        out["prefix"] = text(item.prefix, span, LIMITS_JSON.unquotable_in_log_prefix)
     if item.level is not None and item.level is not LogLevel.WARNING:  # warn is the default
         out["level"] = LOG_LEVELS[item.level]
     return {"log": out or None}

@@ -44,6 +44,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
+from rulec.ir.verify import NAT_PORT_0_NOTES, ifname_too_long
 
 if TYPE_CHECKING:
     from rulec.frontends.docker import DockerHost, DockerOptions
@@ -61,6 +62,15 @@ _REJECT = {w.value: w for w in ir.RejectWith}
 _LEVELS = {lv.value: lv for lv in ir.LogLevel}
 _UNITS = {u.value: u for u in RateUnit} | {u.value + "s": u for u in RateUnit}
 _SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
+BOM = "\ufeff"  # editors on some systems start UTF-8 files with it; it is not policy text
+# nft bounds its includes at 16; a policy needs a handful, and each level costs a few frames
+# of Python's stack, which a chain of hundreds of files would exhaust.
+MAX_INCLUDE_DEPTH = 32
+# A policy file's start: comments, blank lines and `;`, then a statement or the end.
+_POLICY_START = re.compile(r"(?:[\s;]|#[^\n]*)*(?:(?:define|include|table|docker)"
+                           r"(?![A-Za-z0-9_.+-])|\Z)")
+_NOT_SHOWN = ("an included file is read, and its lines are shown, only if it is a policy "
+              "file; this one's content is not shown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,7 @@ class _Context:
     defines: dict[str, tuple[list[_Atom] | None, Span]] = field(default_factory=dict)
     tables: dict[tuple[Family, ir.TableKind], _TableBuilder] = field(default_factory=dict)
     stack: list[Path] = field(default_factory=list)
+    includes: int = 0  # `include`s open right now, nested
     # User chains entered from outside the policy (`external`, or always-external names).
     entry_points: set[str] = field(default_factory=set)
     # `docker { ... }` blocks, lowered by rulec.frontends.docker and expanded in _finish.
@@ -106,7 +117,7 @@ def parse_text(text: str, name: str = "<string>", docker: DockerOptions | None =
     host model (a `docker` block, or `docker.state_files`) is expanded with `docker`'s
     options (default: current layout, iptables shape). Warnings go to `warnings`, if given."""
     ctx = _Context(Collector())
-    _lower_source(SourceFile(name, text), Path.cwd(), ctx)
+    _lower_source(SourceFile(name, text.removeprefix(BOM)), Path.cwd(), ctx)
     return _finish(ctx, docker, warnings)
 
 
@@ -134,6 +145,20 @@ def _finish(ctx: _Context, docker: DockerOptions | None,
 
 
 def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
+    """Read and lower one policy file: one named on the command line (`span` None), or the
+    target of the `include` at `span`.
+
+    An included file is only read as policy, and so only quoted in diagnostics, once it has
+    shown itself to be a policy file: it is UTF-8 text and starts with `define`, `include`,
+    `table` or `docker` (after comments and blank lines). Otherwise the error points at the
+    `include` and names the file, so that `include "/etc/shadow"` cannot print any of it
+    (E0212)."""
+    included = span is not None
+    if included and ctx.includes >= MAX_INCLUDE_DEPTH:
+        ctx.out.error("E0211", f"includes nest more than {MAX_INCLUDE_DEPTH} files deep", span,
+                      f"including {path} here would nest {ctx.includes + 1}; a policy rarely "
+                      "needs more than a few")
+        return
     try:
         resolved = path.resolve()
         if resolved in ctx.stack:
@@ -151,18 +176,29 @@ def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
         ctx.out.error("E0203", f"cannot read {path}: {reason}", span)
         return
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
+        if included:
+            ctx.out.error("E0212", f"{path} is not a policy file: it is not UTF-8 text", span,
+                          "save it as UTF-8", _NOT_SHOWN)
+            return
         shown = SourceFile(str(path), data.decode("utf-8", errors="replace"))
         offset = len(data[:exc.start].decode("utf-8", errors="replace"))
         ctx.out.error("E0203", f"{path} is not UTF-8: byte {data[exc.start]:#04x} cannot be "
                       "decoded", shown.span(offset, offset + 1), "save the file as UTF-8")
         return
+    if included and not _POLICY_START.match(text):
+        ctx.out.error("E0212", f"{path} is not a policy file", span,
+                      "a policy file starts with define, include, table or docker (after "
+                      "comments and blank lines)", _NOT_SHOWN)
+        return
     ctx.stack.append(resolved)
+    ctx.includes += included
     try:
         _lower_source(SourceFile(str(path), text), path.parent, ctx)
     finally:
         ctx.stack.pop()
+        ctx.includes -= included
 
 
 def _lower_source(source: SourceFile, directory: Path, ctx: _Context) -> None:
@@ -220,6 +256,12 @@ class _Lowering:
             elif item.data == "docker":
                 from rulec.frontends.docker.block import lower_block
 
+                too_deep = _nested_too_deep(item)
+                if too_deep is not None:
+                    self.out.error("E0105", f"blocks nest more than {MAX_BLOCK_DEPTH} deep",
+                                   self.span(too_deep),
+                                   "the Docker model nests one level: `network NAME { ... }`")
+                    continue
                 self.ctx.docker.append(lower_block(item, self.source, self.out))
             else:
                 self.table(item)
@@ -240,19 +282,27 @@ class _Lowering:
 
     def atoms(self, value: Tree[Token]) -> list[_Atom] | None:
         """The value's atoms with $variables expanded (defines are resolved when defined);
-        None if a variable is undefined or broken (the error is already reported)."""
+        None if a variable is undefined or broken (the error is already reported).
+
+        A value is a set, so an atom written twice is kept once (the first time). Without this
+        a few lines (`define a1 = { $a0, $a0 }`, `define a2 = { $a1, $a1 }`, ...) double a set
+        per line: 600 bytes made a million atoms, 30 lines a billion. Expansion only copies
+        atoms written in the source, so a value never holds more than those."""
         inner = value.children[0]
         assert isinstance(inner, Tree)
         raw = [inner] if inner.data == "atom" else [
             c for c in inner.children if isinstance(c, Tree)]
         atoms: list[_Atom] = []
+        seen: set[tuple[str, str]] = set()
         ok = True
         for atom in raw:
             assert isinstance(atom, Tree)
             token = atom.children[0]
             assert isinstance(token, Token)
             if token.type != "VAR":
-                atoms.append(_Atom(token, self.span(token)))
+                if (token.type, str(token)) not in seen:
+                    seen.add((token.type, str(token)))
+                    atoms.append(_Atom(token, self.span(token)))
                 continue
             name = token[1:]
             if name not in self.ctx.defines:
@@ -268,8 +318,11 @@ class _Lowering:
                 continue
             # Point at the use, with a note: the define may be far away, or in another file.
             use = self.span(token)
-            atoms.extend(_Atom(a.token, use, (f"{token!s} is defined at {where}",))
-                         for a in defined)
+            note = (f"{token!s} is defined at {where}",)
+            for a in defined:
+                if (a.token.type, str(a.token)) not in seen:
+                    seen.add((a.token.type, str(a.token)))
+                    atoms.append(_Atom(a.token, use, note))
         return atoms if ok else None
 
     def table(self, tree: Tree[Token]) -> None:
@@ -540,9 +593,8 @@ class _Lowering:
                            "interface names have no spaces, quotes, '/' or ':'; "
                            "'+' only at the end as a wildcard")
             return None
-        if len(name) > 15:
-            self.out.error("E0313", f"interface name {name!r} is longer than 15 characters",
-                           self.span(token))
+        if too_long := ifname_too_long(name):
+            self.out.error("E0313", too_long[0], self.span(token), *too_long[1:])
             return None
         return Interface(name, self.neg(neg))
 
@@ -695,8 +747,26 @@ class _Lowering:
             self.out.error("E0301", "a NAT target is one address, not a network",
                            self.span(address))
             return None
-        ports = self.port_atom(port) if isinstance(port, Tree) else None
+        if len(tree.children) == 1 and (split := _port_suffix(str(address))):
+            # 2001:db8::1:8080 is an address, but reads as an address and a port.
+            host, number = split
+            self.out.error("E0319", f"NAT target {address!s} is ambiguous", self.span(address),
+                           f"for address {host} and port {number} write [{host}]:{number}; "
+                           f"for the address alone write [{address!s}]")
+            return None
+        ports = self.nat_ports(port) if isinstance(port, Tree) else None
+        if isinstance(port, Tree) and ports is None:
+            return None
         return prefix, ports
+
+    def nat_ports(self, tree: Tree[Token]) -> tuple[int, int] | None:
+        """A port or range to translate to: port 0 is refused, since nothing answers there."""
+        ports = self.port_atom(tree)
+        if ports is not None and ports[0] == 0:
+            self.out.error("E0302", "cannot translate to port 0", self.span(tree),
+                           *NAT_PORT_0_NOTES)
+            return None
+        return ports
 
     def action(self, tree: Tree[Token]) -> ir.Action | None:
         kind = tree.data
@@ -736,7 +806,7 @@ class _Lowering:
         if kind == "redirect":
             port_tree = children[0]
             assert isinstance(port_tree, Tree)
-            ports = self.port_atom(port_tree)
+            ports = self.nat_ports(port_tree)
             return ir.Redirect(ports) if ports else None
         if kind == "set_mss":
             token = children[0]
@@ -752,6 +822,26 @@ class _Lowering:
             parsed = self.mark_value(value_tree)
             return ir.SetMark(*parsed) if parsed else None
         raise AssertionError(f"unhandled action {kind}")
+
+
+# `docker { network x { ... } }` nests blocks in blocks; the grammar allows any depth, but the
+# Docker model's lowering walks them recursively, and needs a few levels.
+MAX_BLOCK_DEPTH = 16
+
+
+def _nested_too_deep(tree: Tree[Token]) -> Token | None:
+    """The keyword of the first statement whose block nests deeper than MAX_BLOCK_DEPTH in a
+    `docker` block, found without recursion; None if there is none."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.children:
+            if isinstance(child, Tree):
+                inner = depth + (child.data == "docker_body")
+                if inner > MAX_BLOCK_DEPTH:
+                    return _edge_token(node, 0)
+                stack.append((child, inner))
+    return None
 
 
 def _edge_token(node: Tree[Token] | Token, end: int) -> Token | None:
@@ -774,6 +864,19 @@ def _number(token: str) -> int:
     if len(digits) > 30:
         return 10**30
     return int(token, 16) if token.lower().startswith("0x") else int(token)
+
+
+def _port_suffix(text: str) -> tuple[str, str] | None:
+    """(address, port) if an unbracketed IPv6 NAT target also reads as `address:port`: the
+    text before its last `:` is an IPv6 address and the text after it a decimal port."""
+    host, _, number = text.rpartition(":")
+    if not number.isdigit():
+        return None
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return None
+    return host, number
 
 
 def _address_hint(text: str, exc: ValueError) -> list[str]:

@@ -104,12 +104,11 @@ def _log(log: ir.Log) -> str:
 
 
 def _nat_target(address: Prefix, ports: tuple[int, int] | None) -> str:
+    # IPv6 always in brackets: `::1:80` alone would read as address and port (E0319).
     text = address.address_text()
-    if ports is None:
-        return text
     if address.family.value == "ip6":
         text = f"[{text}]"
-    return f"{text}:{_ports(ports)}"
+    return text if ports is None else f"{text}:{_ports(ports)}"
 
 
 def action_text(action: ir.Action) -> str:

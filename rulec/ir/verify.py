@@ -9,19 +9,22 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from rulec.diagnostics import Collector, Diagnostic, RulecError, Span
 from rulec.ir.nodes import (
     BUILTIN_CHAINS,
+    Action,
     Chain,
     ClampMss,
     Dnat,
+    Drop,
     Hook,
     Log,
     MapKey,
     Masquerade,
+    Match,
     Policy,
     Redirect,
     Reject,
@@ -38,18 +41,25 @@ from rulec.ir.nodes import (
 from rulec.ir.values import (
     ICMP,
     ICMPV6,
+    MAX_PORT,
     PORT_PROTOCOLS,
     TCP,
     AddressSet,
     CtState,
     CtStates,
     Family,
+    IcmpType,
     Interface,
+    Mark,
     PortSet,
     TcpFlag,
+    TcpFlags,
 )
 
-IFNAMSIZ = 15  # longest interface name the kernel takes (16 bytes with the NUL)
+IFNAMSIZ = 15  # longest interface name the kernel takes, in bytes (16 with the NUL)
+# Jumps and gotos nested from a base chain: nf_tables refuses a 16th (EMLINK, "Too many links"),
+# for nft and iptables-nft alike (legacy iptables has no limit).
+MAX_JUMP_DEPTH = 15
 # Named sets (synthesize_sets): a DSL variable name is also a valid nft set name.
 SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _SET_FIELDS = ("saddr", "daddr", "sport", "dport", "ct_orig_dport")
@@ -67,6 +77,15 @@ class TargetLimits:
     reserved_chain_names: frozenset[str] = frozenset()
     # Characters the target's text format cannot carry inside a quoted string.
     unquotable: str = ""
+    # Characters a log prefix cannot carry on top of those (nft reads `$` as a variable there).
+    unquotable_in_log_prefix: str = ""
+    # Strings the target reads as something other than a name where an interface name goes
+    # (libnftables' JSON parser turns "tcp" into the protocol number), and first characters
+    # that do the same ("@x" names a set).
+    reserved_strings: frozenset[str] = frozenset()
+    reserved_first: str = ""
+    # The largest integer the target's input format carries (JSON, through jansson: 2^63-1).
+    max_integer: int = (1 << 64) - 1
 
 
 # Where each NAT-like action may run: (table, hooks that may reach the rule).
@@ -162,6 +181,33 @@ def _verify_no_loops(table: Table, names: dict[str, Chain], out: Collector) -> N
             elif target not in state:
                 state[target] = 1
                 stack.append((target, iter(edges[target])))
+
+
+def verify_jump_depth(table: Table, entry_points: Iterable[str], out: Collector) -> None:
+    """Refuse a jump or goto that nests deeper than MAX_JUMP_DEPTH below a base chain (an
+    external chain counts as entered from one). Backends call this on the tables they print,
+    with their own helper chains in them. Depths only grow and are capped, so a loop (E0308)
+    cannot keep it running."""
+    chains = {c.name: c for c in table.chains}
+    depth = {c.name: 0 for c in table.chains if c.hook is not None}
+    depth |= {name: 1 for name in entry_points if name in chains and name not in depth}
+    todo = list(depth)
+    reported: set[int] = set()
+    while todo:
+        name = todo.pop()
+        below = depth[name] + 1
+        for rule in chains[name].rules:
+            for target in (t for t in targets(rule.action) if t in chains):
+                if below > MAX_JUMP_DEPTH:
+                    if id(rule) not in reported:
+                        reported.add(id(rule))
+                        out.error("E0410", f"{target} is entered {below} jumps below a base "
+                                  f"chain; the kernel allows {MAX_JUMP_DEPTH}", rule.span,
+                                  "nf_tables refuses deeper jumps and gotos (\"Too many "
+                                  "links\"); flatten the chains that lead here")
+                elif depth.get(target, -1) < below:
+                    depth[target] = below
+                    todo.append(target)
 
 
 def _verify_named_sets(table: Table, out: Collector) -> None:
@@ -280,9 +326,103 @@ def _verify_rule(
         out.error("E0316", f"`out` cannot be used in {chain.hook.value}: the output interface "
                   "is not known before routing", span)
     for interface in (m.iifname, m.oifname):
-        if interface is not None and len(interface.name) > IFNAMSIZ:
-            out.error("E0313", f"interface name {interface.name!r} is longer than {IFNAMSIZ} "
-                      "characters", span)
+        if interface is not None and (problem := ifname_too_long(interface.name)):
+            out.error("E0313", problem[0], span, *problem[1:])
+    if table.kind is TableKind.NAT and Drop() in _verdicts(action):
+        out.error("E0315", "drop is not allowed in the nat table", span,
+                  "the nat table is not for filtering (iptables refuses DROP there); drop in the "
+                  "filter table")
+    if (isinstance(action, Dnat | Snat | Masquerade | Redirect) and action.ports is not None
+            and action.ports[0] == 0):
+        out.error("E0302", f"cannot {_action_label(action)} to port 0", span, *NAT_PORT_0_NOTES)
+    dead = never_matches(table, rule)
+    if dead:
+        out.error("E0318", "no packet can match this rule", span, *dead,
+                  "a `!=` of every possible value matches no packet; remove the rule, or the "
+                  "`!=`")
+
+
+def ifname_too_long(name: str) -> tuple[str, ...]:
+    """A message and notes if `name` (as written, a trailing `+` included) is more bytes than
+    the kernel's interface names hold, else (). The kernel counts UTF-8 bytes, not characters."""
+    size = len(name.encode())
+    if size <= IFNAMSIZ:
+        return ()
+    notes = [f"its {len(name)} characters take {size} bytes in UTF-8"] if size != len(name) else []
+    return (f"interface name {name!r} is {size} bytes; the kernel allows {IFNAMSIZ}", *notes)
+
+
+NAT_PORT_0_NOTES = ("no connection can be made to port 0; give a port from 1 to 65535, or none "
+                    "to keep the packet's own",)
+
+
+def _verdicts(action: Action) -> tuple[object, ...]:
+    if isinstance(action, Vmap):
+        return tuple(verdict for _, verdict in action.entries)
+    return (action,)
+
+
+def _covers(intervals: Iterable[tuple[int, int]], last: int) -> bool:
+    """Whether the inclusive intervals cover every value from 0 to `last`."""
+    reached = -1
+    for low, high in sorted(intervals):
+        if low > reached + 1:
+            return False
+        reached = max(reached, high)
+    return reached >= last
+
+
+_LABELS = {"saddr": "from", "daddr": "to", "sport": "sport", "dport": "dport",
+           "ct_orig_dport": "ct original dport", "ct_state": "ct state", "icmp_type": "type",
+           "mark": "mark", "tcp_flags": "flags"}
+
+
+def _excludes_everything(value: object) -> str | None:
+    """What a negated clause excludes, if that is every value it could test."""
+    if isinstance(value, PortSet) and value.negated and _covers(value.ranges, MAX_PORT):
+        return "every port"
+    if isinstance(value, CtStates) and value.negated and value.states >= set(CtState):
+        return "every conntrack state"
+    if isinstance(value, IcmpType) and value.negated and _covers(
+            ((t, t) for t in value.types), 255):
+        return "every type"
+    if isinstance(value, Mark) and value.negated and value.mask == 0:
+        return "every mark (the mask tests no bit)"
+    if isinstance(value, TcpFlags) and value.negated and not value.mask:
+        return "every packet (the mask tests no flag)"
+    return None
+
+
+def never_matches(table: Table, rule: Rule) -> list[str]:
+    """Notes on why no packet can match the rule (empty if some can): a negated clause that
+    excludes every value, or negated address sets that exclude every address of each family
+    the rule applies to. In an inet table `from != 0.0.0.0/0` only leaves IPv6 packets, which is
+    a rule that matches (`from != { 0.0.0.0/0, 2001:db8::/32 }` is "IPv6 outside
+    2001:db8::/32"); in an ip table it leaves nothing."""
+    m = rule.match
+    for name, value in m.present():
+        what = _excludes_everything(value)
+        if what is not None:
+            return [f"`{_LABELS[name]} {value}` excludes {what}"]
+    families = rule_families(table, rule)
+    notes = []
+    for family in (f for f in (Family.IP, Family.IP6) if f in families):
+        last = (1 << family.bits) - 1
+        excluding = [(name, only) for name, only in _negated_addresses(m, family)
+                     if _covers(((p.first, p.last) for p in only.prefixes), last)]
+        if not excluding:
+            return []
+        name, only = excluding[0]
+        version = "IPv4" if family is Family.IP else "IPv6"
+        notes.append(f"`{_LABELS[name]} {only}` excludes every {version} address")
+    return notes
+
+
+def _negated_addresses(m: Match, family: Family) -> Iterator[tuple[str, AddressSet]]:
+    for name in ("saddr", "daddr"):
+        value: AddressSet | None = getattr(m, name)
+        if value is not None and value.negated:
+            yield name, value.restrict(family)
 
 
 def _no_iif_hooks(table: Table) -> tuple[Hook, ...]:
@@ -346,9 +486,8 @@ def _verify_map_key(table: Table, chain: Chain, rule: Rule, vmap: Vmap, index: i
             if value.is_wildcard:
                 out.error("E0317", f"verdict map key {value.name} is not an exact interface "
                           "name", span)
-            if len(value.name) > IFNAMSIZ:
-                out.error("E0313", f"interface name {value.name!r} is longer than {IFNAMSIZ} "
-                          "characters", span)
+            if problem := ifname_too_long(value.name):
+                out.error("E0313", problem[0], span, *problem[1:])
             if len(vmap.keys) == 1 and value.name in names:
                 out.error("E0317", f"verdict map has interface {value.name} twice", span)
             names.add(value.name)
@@ -519,15 +658,25 @@ def _verify_rule_limits(rule: Rule, limits: TargetLimits, out: Collector) -> Non
                 unit == "bytes" and size != len(text)) else []
             out.error("E0402", f"{what} is {size} {unit}; {limits.target} allows {limit}",
                       rule.span, *notes)
-        bad = sorted({ch for ch in text if not ch.isprintable() or ch in limits.unquotable})
+        unquotable = limits.unquotable + (limits.unquotable_in_log_prefix if kind else "")
+        bad = sorted({ch for ch in text if not ch.isprintable() or ch in unquotable})
         if bad:
             shown = ", ".join(repr(ch) for ch in bad)
             out.error("E0405", f"{what} contains {shown}, which {limits.target} cannot quote",
-                      rule.span, "remove the character from the text")
+                      rule.span, *unquotable_notes(bad, limits))
+
+
+def unquotable_notes(bad: Iterable[str], limits: TargetLimits) -> list[str]:
+    notes = ["remove the character from the text"]
+    if "$" in bad and "$" in limits.unquotable_in_log_prefix:
+        notes.append("nft reads `$` in a log prefix as the start of a variable, and has no "
+                     "escape for it")
+    return notes
 
 
 def span_of(rule: Rule) -> Span | None:
     return rule.span
 
 
-__all__ = ["IFNAMSIZ", "RulecError", "TargetLimits", "check", "rule_families", "verify"]
+__all__ = ["IFNAMSIZ", "MAX_JUMP_DEPTH", "RulecError", "TargetLimits", "check", "ifname_too_long",
+           "never_matches", "rule_families", "verify", "verify_jump_depth"]

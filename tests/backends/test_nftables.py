@@ -598,3 +598,65 @@ def test_kernel_every_construct_loads() -> None:
             except AssertionError as error:
                 failures.append(f"{case_id}: {error}")
     assert not failures, "\n".join(failures)
+
+
+# --- what the kernel or nft would refuse, refused first -----------------------------------
+
+@pytest.mark.parametrize("verified", [True, False], ids=["verified", "backend-only"])
+@pytest.mark.parametrize("prefix", ["cost $5", "$", "a$b c", "trailing$"])
+def test_dollar_in_log_prefix_is_refused(prefix: str, verified: bool) -> None:
+    # nft reads `$` there as a variable ("unknown identifier"), and has no escape for it.
+    for rule in (Rule(action=Log(prefix=prefix), span=SPAN),
+                 Rule(statements=(Log(prefix=prefix),), action=Accept(), span=SPAN)):
+        error = _error(one_rule(rule), verified=verified)
+        assert [(d.code, d.span) for d in error.diagnostics] == [("E0405", SPAN)]
+
+
+def test_dollar_elsewhere_is_carried() -> None:
+    rule = Rule(match=Match(iifname=Interface("a$b")), action=Accept(), comment="cost $5")
+    assert rule_lines(one_rule(rule)) == ['iifname "a$b" accept comment "cost $5"']
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["verified", "backend-only"])
+@pytest.mark.parametrize(("rate", "burst", "ok"), [
+    ((1 << 64) - 6, 5, True), ((1 << 64) - 5, 5, False), ((1 << 64) - 10001, 10000, True),
+    ((1 << 64) - 10000, 10000, False), (10**30, 5, False),
+])
+def test_rate_is_bounded_as_the_kernel_bounds_it(rate: int, burst: int, ok: bool,
+                                                 verified: bool) -> None:
+    # nft_limit_init: EOVERFLOW when rate + burst overflows 64 bits.
+    rule = Rule(match=Match(limit=Limit(rate, RateUnit.SECOND, burst)), action=Accept(),
+                span=SPAN)
+    if ok:
+        assert rule_lines(one_rule(rule))[0].startswith(f"limit rate {rate}/second")
+    else:
+        error = _error(one_rule(rule), verified=verified)
+        assert [(d.code, d.span) for d in error.diagnostics] == [("E0408", SPAN)]
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("+", "E0405"), ("ééééééé+", None), ("éééééééé+", "E0313"), ("a" * 14 + "+", None),
+    ("a" * 15 + "+", "E0313"), ("a" * 15, None), ("éééééééé", "E0313"),
+])
+def test_interface_names_are_measured_as_nft_writes_them(name: str, code: str | None) -> None:
+    # `+` becomes `*`, which takes a byte of the 15: "String exceeds maximum length of 16".
+    rule = Rule(match=Match(iifname=Interface(name)), action=Accept(), span=SPAN)
+    if code is None:
+        assert rule_lines(one_rule(rule))
+    else:
+        error = _error(one_rule(rule), verified=False)
+        assert [(d.code, d.span) for d in error.diagnostics] == [(code, SPAN)]
+
+
+def test_jumps_nested_deeper_than_the_kernel_allows_are_refused() -> None:
+    def ruleset(depth: int) -> Ruleset:
+        chains = [Chain(name="INPUT", hook=Hook.INPUT, rules=(Rule(action=Jump("c1")),))]
+        chains += [Chain(name=f"c{i}", rules=(Rule(action=Jump(f"c{i + 1}"), span=SPAN),))
+                   for i in range(1, depth)]
+        chains.append(Chain(name=f"c{depth}", rules=(Rule(action=Accept()),)))
+        return Ruleset(tables=(Table(kind=TableKind.FILTER, family=Family.IP,
+                                     chains=tuple(chains)),))
+
+    assert text_of(ruleset(15))
+    error = _error(ruleset(16), verified=False)
+    assert [(d.code, d.span) for d in error.diagnostics] == [("E0410", SPAN)]

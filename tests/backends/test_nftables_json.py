@@ -23,10 +23,12 @@ from rulec.ir.nodes import (
     ClampMss,
     Counter,
     Dnat,
+    Drop,
     Hook,
     Jump,
     Log,
     LogLevel,
+    MapKey,
     Masquerade,
     Match,
     Policy,
@@ -40,6 +42,7 @@ from rulec.ir.nodes import (
     Snat,
     Table,
     TableKind,
+    Vmap,
 )
 from rulec.ir.values import (
     AddrType,
@@ -349,3 +352,45 @@ def test_kernel_json_and_text_load_the_same_rules() -> None:
             for ns in (text_ns, json_ns):  # the next case starts from an empty namespace
                 assert nft(ns, "flush", "ruleset").returncode == 0
     assert not differing
+
+
+# The constants of libnftables 1.0.6's parser_json.c (is_constant), and set references.
+JSON_CONSTANTS = ("tcp", "udp", "udplite", "esp", "ah", "icmp", "icmpv6", "comp", "dccp", "sctp",
+                  "redirect")
+
+
+@pytest.mark.parametrize("name", [*JSON_CONSTANTS, "@set", "@"])
+def test_interface_the_json_parser_reads_as_something_else_is_refused(name: str) -> None:
+    # libnftables turns "tcp" into the protocol number: a datatype mismatch alone, and in a set
+    # of names the name "\x06"; "@x" names a set. nft's text quotes them as strings.
+    for iface in (Interface(name), Interface(name + "+")):
+        rule = Rule(match=Match(oifname=iface), action=Accept(), span=SPAN)
+        ruleset = one_rule(rule, hook=Hook.FORWARD)
+        expected = [] if iface.is_wildcard and name[0] != "@" else [("E0409", SPAN)]
+        try:
+            compile_with(NftJsonBackend(), ruleset)
+            got = []
+        except RulecError as error:
+            got = [(d.code, d.span) for d in error.diagnostics]
+        assert got == expected, iface
+        assert compile_with(NftBackend(), ruleset).text
+
+
+def test_interface_in_a_verdict_map_is_refused_too() -> None:
+    entries = [((Interface("tcp"),), Accept()), ((Interface("eth0"),), Drop())]
+    rule = Rule(action=Vmap(keys=(MapKey.IIFNAME,), entries=tuple(entries)), span=SPAN)
+    with pytest.raises(RulecError) as info:
+        NftJsonBackend().emit(one_rule(rule), EmitOptions())
+    assert [(d.code, d.span) for d in info.value.diagnostics] == [("E0409", SPAN)]
+
+
+@pytest.mark.parametrize(("rate", "ok"), [((1 << 63) - 1, True), (1 << 63, False)])
+def test_rate_fits_a_json_integer(rate: int, ok: bool) -> None:
+    # jansson reads integers as signed 64-bit; a larger one fails the whole document.
+    rule = Rule(match=Match(limit=Limit(rate, RateUnit.SECOND)), action=Accept(), span=SPAN)
+    if ok:
+        assert f'"rate": {rate},' in compile_with(NftJsonBackend(), one_rule(rule)).text
+        return
+    with pytest.raises(RulecError) as info:
+        compile_with(NftJsonBackend(), one_rule(rule))
+    assert [(d.code, d.span) for d in info.value.diagnostics] == [("E0408", SPAN)]

@@ -29,3 +29,13 @@ def test_examples_round_trip(path: Path) -> None:
     text = print_ruleset(ruleset)
     assert parse_text(text) == ruleset
     assert print_ruleset(parse_text(text)) == text
+
+
+@pytest.mark.parametrize("address", ["::1:9252", "2001:db8::1:8080", "2001:db8::1"])
+@pytest.mark.parametrize("ports", [None, (80, 80)])
+def test_ipv6_nat_target_round_trips(address: str, ports: tuple[int, int] | None) -> None:
+    # Unbracketed, `::1:9252` also reads as ::1 port 9252 (E0319): the printer brackets IPv6.
+    text = ("table ip6 nat {\n  chain PREROUTING {\n"
+            f"    dnat to [{address}]{f':{ports[0]}' if ports else ''} tcp\n  }}\n}}\n")
+    ruleset = parse_text(text)
+    assert parse_text(print_ruleset(ruleset)) == ruleset

@@ -38,7 +38,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
-from rulec.ir.verify import rule_families, verify
+from rulec.ir.verify import never_matches, rule_families, verify
 
 FAMILIES = (Family.IP, Family.IP6)
 USER_CHAINS = ("u0", "u1", "u2")
@@ -303,7 +303,8 @@ def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int,
     table = ir.Table(kind=ir.TableKind.FILTER, family=place.family)
     out: list[ir.Rule] = []
     if dispatch and draw(st.booleans()):
-        out.extend(r for r in draw(_dispatch(pool, place)) if rule_families(table, r))
+        out.extend(r for r in draw(_dispatch(pool, place))
+                   if rule_families(table, r) and not never_matches(table, r))
     for _ in range(draw(st.integers(0, max_size))):
         if out and draw(st.integers(0, 2)) > 0:
             # Often the last rule (nothing in between), else any (rules in between decide).
@@ -313,7 +314,8 @@ def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int,
             statements = (ir.Counter(),) if draw(st.integers(0, 5)) == 0 else ()
             rule = ir.Rule(match=draw(_match(pool, place)), action=draw(_action(place)),
                            statements=statements)
-        if rule_families(table, rule):  # a variant may mix families; such a rule cannot exist
+        # A variant may mix families, or match nothing: verify refuses such a rule.
+        if rule_families(table, rule) and not never_matches(table, rule):
             out.append(rule)
     return tuple(out)
 
