@@ -173,8 +173,8 @@ def left_out_family(ruleset: Ruleset, target: str) -> tuple[Diagnostic, ...]:
     if not rules and not policies:
         return ()
     # The first thing the left-out half would have decided; NetworkPolicy tables have no span.
-    span = next((n.span for n in (*deciding, *dropping, *half.tables) if n.span is not None),
-                None)
+    spans = [n.span for n in deciding] + [c.span for c in dropping] + [t.span for t in tables]
+    span = next((s for s in spans if s is not None), None)
     other = _OTHER_FAMILY[target]
     printed, left = ("IPv4", "IPv6") if family is Family.IP6 else ("IPv6", "IPv4")
     return (warning("W0401", f"--target {target} prints only the {printed} half of this policy; "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rulec import api, output
 from rulec.backends.stats import kernel_rule_counts
-from rulec.diagnostics import Diagnostic, RulecError, render
+from rulec.diagnostics import Diagnostic, RulecError, escape, render
 from rulec.passes import DEFAULT_PIPELINE, PASSES
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return _compile(args) if args.command == "compile" else _check(args)
     except _UsageError as exc:
-        print(exc, file=sys.stderr)
+        print(escape(str(exc)), file=sys.stderr)  # file names may hold control characters
         return EXIT_USAGE
     except RulecError as exc:
         print(exc.render(), file=sys.stderr)

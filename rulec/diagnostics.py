@@ -30,11 +30,21 @@ class SourceFile:
 
     def line_text(self, line: int) -> str:
         """The text of a 1-based line, without its newline."""
+        start, end = self.line_bounds(line)
+        return self.text[start:end]
+
+    def line_bounds(self, line: int) -> tuple[int, int]:
+        """Offsets [start, end) of a 1-based line without its newline ((0, 0) past the end)."""
         if not 1 <= line <= len(self._line_starts):
-            return ""
+            return 0, 0
         start = self._line_starts[line - 1]
-        end = self.text.find("\n", start)
-        return self.text[start:] if end < 0 else self.text[start:end]
+        if line < len(self._line_starts):
+            return start, self._line_starts[line] - 1
+        return start, len(self.text)
+
+    @property
+    def line_count(self) -> int:
+        return len(self._line_starts)
 
     def position(self, offset: int) -> tuple[int, int]:
         """1-based (line, column) of a character offset."""
@@ -185,15 +195,13 @@ _ECHO_BEFORE = 40  # characters kept before the caret, when the line is cut
 _ELIDED = "..."
 
 
-def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
-    """(the part of the line shown, the caret's 0-based column in it, the caret's width)."""
-    if len(text) <= ECHO_WIDTH:
-        return text, column, width
-    start = max(0, min(column - _ECHO_BEFORE, len(text) - ECHO_WIDTH))
-    end = start + ECHO_WIDTH
-    head = _ELIDED if start else ""
-    shown = head + text[start:end] + (_ELIDED if end < len(text) else "")
-    return shown, column - start + len(head), max(1, min(width, end - column))
+def _window(length: int, column: int) -> tuple[int, int]:
+    """The [start, end) part of a line of `length` characters shown around a caret at the
+    0-based `column`."""
+    if length <= ECHO_WIDTH:
+        return 0, length
+    start = max(0, min(column - _ECHO_BEFORE, length - ECHO_WIDTH))
+    return start, start + ECHO_WIDTH
 
 
 def render(diagnostic: Diagnostic) -> str:
@@ -204,16 +212,24 @@ def render(diagnostic: Diagnostic) -> str:
         lines = [head]
     else:
         lines = [f"{span}: {head}"]
-        text = _shown_line(span.source.line_text(span.line))
-        if text or span.line <= len(span.source.text.splitlines()) + 1:
+        source = span.source
+        line_start, line_end = source.line_bounds(span.line)
+        length = line_end - line_start
+        if length or span.line <= source.line_count:
             gutter = str(span.line)
             pad = " " * len(gutter)
             width = 1
             if span.end_line == span.line:
                 width = max(1, span.end_column - span.column)
-            width = max(1, min(width, len(text) - span.column + 1))
-            shown, column, width = _window(text, span.column - 1, width)
+            column = span.column - 1
+            width = max(1, min(width, length - column))
+            # Only the shown part of the line is copied: a generated policy may be one line.
+            start, end = _window(length, column)
+            mark = _ELIDED if start else ""
+            shown = (mark + _shown_line(source.text[line_start + start:line_start + end])
+                     + (_ELIDED if end < length else ""))
             lines.append(f"{gutter:>4} | {shown}")
-            lines.append(f"{pad:>4} | {' ' * column}{'^' * width}")
+            caret = column - start + len(mark)
+            lines.append(f"{pad:>4} | {' ' * caret}{'^' * max(1, min(width, end - column))}")
     lines.extend(f"note: {escape(note)}" for note in diagnostic.notes)
     return "\n".join(lines)

@@ -74,3 +74,9 @@ def test_an_input_that_is_not_a_regular_file_is_named_so(run: Run, tmp_path: Pat
     os.mkfifo(tmp_path / "pipe")
     code, _, err = run(command, "pipe", cwd=tmp_path)
     assert (code, err) == (cli.EXIT_USAGE, "rulec: error: pipe is not a regular file\n")
+
+
+def test_a_file_name_in_a_usage_error_is_escaped(run: Run, tmp_path: Path) -> None:
+    code, _, err = run("check", "evil\n\u202egnp.rules", cwd=tmp_path)
+    assert (code, err) == (cli.EXIT_USAGE,
+                           "rulec: error: no such file: evil\\n\\u202egnp.rules\n")

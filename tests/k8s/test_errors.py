@@ -127,8 +127,8 @@ spec:
     matchLabels: {app: """ + "[" * 70 + "]" * 70 + """}
 """, """\
 policy.yaml:6:84: error[E0611]: x/web: spec.podSelector.matchLabels.app[0][0][...54 more...][0][0][0][0]: nested more than 64 levels deep
-   6 |     matchLabels: {app: """ + "[" * 70 + "]" * 70 + """}
-     |                                                                                    ^
+   6 | ...""" + "[" * 50 + "]" * 70 + """...
+     | """ + " " * 43 + """^
 """),
     "integer-out-of-range": (HEAD + """\
 metadata: {namespace: x, name: web}
