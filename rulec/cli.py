@@ -55,10 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
                              "between the pods")
     compile_cmd.add_argument("--docker-state", metavar="STATE.json", action="append", default=[],
                              help="a Docker host's `docker network inspect` / `docker inspect` "
-                             "JSON (repeatable; see docs/docker.md): emit dockerd's chains too")
+                             "JSON, daemon.json or `docker info` JSON (repeatable; see "
+                             "docs/docker.md): emit dockerd's chains too")
     compile_cmd.add_argument("--docker-layout", choices=("current", "classic"),
-                             help="dockerd's rule layout: current (28/29, default) or classic "
-                             "(<= 27); overrides a docker block's `layout`")
+                             help="dockerd's rule layout when its version is not known: current "
+                             "(29, default) or classic (20.10-27); overrides a docker block's "
+                             "`layout`")
     compile_cmd.add_argument("--target", "-t", choices=api.TARGETS, default="iptables",
                              help="output format (default: iptables)")
     compile_cmd.add_argument("-o", "--output", metavar="OUT",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,22 @@ def test_hostile_names_never_reach_the_output() -> None:
     text = ('docker {\n  network apps {\n    bridge "x\\" -j ACCEPT"\n    subnet 192.0.2.0/24\n'
             "  }\n}\n")
     assert "error[E0703]: bridge name" in rendered(text)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "docker.md"
+
+
+def test_the_codes_table_lists_exactly_the_codes_raised() -> None:
+    source = Path(__file__).resolve().parents[2] / "rulec" / "frontends" / "docker"
+    raised = {code for path in source.glob("*.py")
+              for code in re.findall(r'"([EW]07\d\d)"', path.read_text(encoding="utf-8"))}
+    documented = set(re.findall(r"^\| ([EW]07\d\d) \|", DOCS.read_text(encoding="utf-8"), re.M))
+    assert raised == documented
+
+
+def test_the_docs_example_compiles() -> None:
+    block = re.search(r"^```\n(docker \{\n.*?^\})\n```", DOCS.read_text(encoding="utf-8"),
+                      re.M | re.S)
+    assert block is not None
+    for target in api.TARGETS:
+        api.compile_text(block.group(1), target)

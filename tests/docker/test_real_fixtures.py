@@ -96,3 +96,19 @@ def test_a_docker_block_and_daemon_json_that_disagree(tmp_path: Path) -> None:
     assert f"{files['state']}:" in message
     assert "error[E0712]: userland-proxy is off here but on at" in message
     assert f"{block}:2:3" in message
+
+
+def test_running_containers_alone_give_the_same_rules(tmp_path: Path) -> None:
+    """`docker inspect $(docker ps -q)` leaves out the stopped container `docker ps -aq`
+    lists; it has no rules, so the output is the same."""
+    saved = read_capture(FIXTURES / "proxy")
+    files = state_files(saved, tmp_path)
+    running = [c for c in saved.containers if c["State"]["Running"]]
+    assert len(running) == len(saved.containers) - 1
+    only = tmp_path / "running.json"
+    only.write_text(json.dumps(running), encoding="utf-8")
+    rest = [files["networks"], files["daemon"], files["info"]]
+    for target in ("iptables", "ip6tables"):
+        assert api.compile_files([], target, docker_state=[*rest, only]).artifact.text == \
+            api.compile_files([], target, docker_state=[*rest, files["containers"]]
+                              ).artifact.text

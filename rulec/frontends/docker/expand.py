@@ -313,7 +313,7 @@ class _Expansion:
 
 
 class _CurrentExpansion(_Expansion):
-    """Docker 29 with the iptables backend (docker-firewall.md 3.1)."""
+    """Docker 29 with the iptables backend (docs/docker.md, "Layouts")."""
 
     def tables(self) -> list[Table]:
         return [self.table(TableKind.RAW, [self.raw()]),
@@ -395,7 +395,7 @@ class _CurrentExpansion(_Expansion):
 
 
 class _ClassicExpansion(_Expansion):
-    """Docker 20.10-27.x (docker-firewall.md 2.1): per-bridge rules in FORWARD itself."""
+    """Docker 20.10-27.x (docs/docker.md, "Layouts"): per-bridge rules in FORWARD itself."""
 
     def tables(self) -> list[Table]:
         return [self.table(TableKind.NAT, [*self.nat_jumps(), self.postrouting(),
@@ -463,7 +463,7 @@ class _ClassicExpansion(_Expansion):
 
 
 class _NftExpansion(_CurrentExpansion):
-    """Docker 29 --firewall-backend=nftables (docker-firewall.md 4): table docker-bridges with
+    """Docker 29 --firewall-backend=nftables (moby's nftablesdoc): table docker-bridges with
     four chains per bridge, entered through interface verdict maps. rulec adds a DOCKER-USER
     chain, jumped to first from filter-FORWARD, so an operator's DOCKER-USER rules act as they
     do with iptables (dockerd's nftables backend has none). Base chains are named
