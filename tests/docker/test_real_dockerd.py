@@ -12,9 +12,7 @@ test_real_fixtures.py checks on machines where dockerd cannot run.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 from rulec import api
 from rulec.backends.base import Artifact
 from rulec.kernel import iptables_save, load, namespace
+from tests.docker.host import probe_all
 from tests.docker.real_dockerd import (
     CONFIGS,
     EXT4,
@@ -40,7 +39,7 @@ from tests.docker.real_dockerd import (
     unavailable,
     write_capture,
 )
-from tests.kernel.probe import Attempt, Outcome, attempts, servers
+from tests.kernel.probe import Attempt, Outcome, servers
 
 UNAVAILABLE = unavailable()
 pytestmark = [pytest.mark.kernel,
@@ -150,21 +149,10 @@ def _run(d: RealDockerd, tries: Sequence[tuple[str, Attempt]]) -> list[tuple[Any
     """Every attempt at once, grouped by source; what each found, comparable across runs."""
     assert d.host is not None and d.ext is not None
     sources: dict[str, Any] = {"host": d.host, "ext": d.ext}
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i, (source, _) in enumerate(tries):
-        by_source[source].append(i)
+    for source, _ in tries:
         if source not in sources:
             sources[source] = d.container(source)
-    results: list[Outcome | None] = [None] * len(tries)
-
-    def run(source: str) -> None:
-        found = attempts(sources[source], [tries[i][1] for i in by_source[source]])
-        for i, outcome in zip(by_source[source], found, strict=True):
-            results[i] = outcome
-
-    with ThreadPoolExecutor(max_workers=len(by_source)) as pool:
-        list(pool.map(run, by_source))
-    return [_summary(o) for o in results if o is not None]
+    return [_summary(o) for o in probe_all(sources.__getitem__, tries)]
 
 
 def _summary(o: Outcome) -> tuple[Any, ...]:
