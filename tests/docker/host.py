@@ -113,7 +113,7 @@ class HostSpec:
         return next(c for c in self.containers if c.name == name)
 
     def docker_block(self) -> str:
-        """This host as the DSL's `docker { ... }` block (syntax: /work/notes/docker-api.md)."""
+        """This host as the DSL's `docker { ... }` block (docs/docker.md)."""
         lines = ["docker {", f"  userland-proxy {'on' if self.userland_proxy else 'off'}"]
         for net in self.networks:
             lines += [f"  network {net.name} {{", f"    bridge {net.bridge}",
