@@ -292,3 +292,15 @@ def test_the_docs_example_compiles() -> None:
     assert block is not None
     for target in api.TARGETS:
         api.compile_text(block.group(1), target)
+
+
+def test_daemon_json_and_docker_info_that_disagree(tmp_path: Path) -> None:
+    daemon, info = tmp_path / "daemon.json", tmp_path / "info.json"
+    daemon.write_text('{"experimental": false}', encoding="utf-8")
+    info.write_text('{"ServerVersion": "20.10.24", "ExperimentalBuild": true}', encoding="utf-8")
+    assert rendered("", docker_state=[daemon, info]) == (
+        f"{info}:1:52: error[E0712]: experimental is on here but off at {daemon}:1:2\n"
+        '   1 | {"ServerVersion": "20.10.24", "ExperimentalBuild": true}\n'
+        "     |                                                    ^^^^\n"
+        "note: both describe the one daemon of this host: make them agree, or leave the setting "
+        "to one of them")

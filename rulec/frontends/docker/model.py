@@ -113,8 +113,8 @@ def merge_daemons(first: Daemon, second: Daemon, out: Collector) -> Daemon:
         if mine is not None and mine != value:
             out.error("E0712", f"{_SETTING_NAMES[name]} is {_shown(value)} here but "
                       f"{_shown(mine)} at {first.origin(name)}", second.origin(name),
-                      "the docker block and the state files describe one daemon: make them "
-                      "agree, or leave the setting to one of them")
+                      "both describe the one daemon of this host: make them agree, or leave "
+                      "the setting to one of them")
         elif mine is None:
             merged[name] = value
     origins = first.origins + tuple((k, s) for k, s in second.origins if k in merged)
