@@ -27,6 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rulec import api, cli
+from rulec.diagnostics import Collector
+from rulec.frontends.docker.state import load_files
 from rulec.kernel import KernelUnavailable, available, validate_artifact
 from tests.docker.real_dockerd import FIXTURES, read_capture
 
@@ -372,7 +374,11 @@ def test_what_compiles_loads_for_every_target(files: list[str],
         return
     STATS["load_compiled"] += 1
     paths = sorted(directory.glob("state*.json"))
+    protocol_named = _NFT_JSON_PROTOCOL_WORDS & _bridges(paths)
     for target in api.TARGETS:
+        if target == "nft-json" and protocol_named:
+            STATS["nft_json_protocol_named_skipped"] += 1  # pinned below, strict xfail
+            continue
         artifact = api.compile_files([], target, docker_state=paths).artifact
         try:
             verdict = validate_artifact(artifact)
@@ -382,3 +388,25 @@ def test_what_compiles_loads_for_every_target(files: list[str],
         if not verdict.ok:
             STATS["kernel_rejects"] += 1
         assert verdict.ok, f"{verdict.summary()}\n--- {target}:\n{artifact.text}"
+
+
+# libnftables' JSON parser reads these as protocol names, not as interface names, when they
+# stand as an iifname/oifname (nft 1.0.6): the nft-json backend's defect (issue 9, section 3,
+# not fixed on this branch), reached here through a bridge name.
+_NFT_JSON_PROTOCOL_WORDS = frozenset({"ah", "comp", "dccp", "esp", "icmp", "icmpv6", "sctp",
+                                      "tcp", "udp", "udplite"})
+
+
+def _bridges(paths: list[Path]) -> set[str]:
+    host = load_files(paths, Collector())
+    return {n.bridge for n in host.networks} if host is not None else set()
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(KERNEL is not None, reason=f"kernel tests: {KERNEL}")
+@pytest.mark.xfail(strict=True, reason="nft-json backend: an interface named like a protocol "
+                   "(issue 9, section 3) is read by libnftables as that protocol")
+def test_nft_json_loads_a_bridge_named_like_a_protocol() -> None:
+    text = 'docker {\n  network apps {\n    bridge tcp\n    subnet 192.0.2.0/24\n  }\n}\n'
+    verdict = validate_artifact(api.compile_text(text, "nft-json"))
+    assert verdict.ok, verdict.summary()
