@@ -46,10 +46,12 @@ def _add_inputs(command: argparse.ArgumentParser) -> None:
                          "between the pods")
     command.add_argument("--docker-state", metavar="STATE.json", action="append", default=[],
                          help="a Docker host's `docker network inspect` / `docker inspect` "
-                         "JSON (repeatable; see docs/docker.md): emit dockerd's chains too")
+                         "JSON, daemon.json or `docker info` JSON (repeatable; see "
+                         "docs/docker.md): emit dockerd's chains too")
     command.add_argument("--docker-layout", choices=("current", "classic"),
-                         help="dockerd's rule layout: current (28/29, default) or classic "
-                         "(<= 27); overrides a docker block's `layout`")
+                         help="dockerd's rule layout when its version is not known: current "
+                         "(29, default) or classic (20.10-27); overrides a docker block's "
+                         "`layout`")
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """The rules dockerd 29.x (iptables backend, current layout) installs for a HostSpec, written by
-hand from docker-firewall.md section 3 with moby's rule shapes and order. It validates the
-packet harness independently of rulec, and plays dockerd in the coexist test.
+hand from moby's generated rule documentation (docs/docker.md, "Layouts") with its rule shapes
+and order. It validates the packet harness independently of rulec, and plays dockerd in the
+coexist test.
 """
 
 from __future__ import annotations

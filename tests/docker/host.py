@@ -13,10 +13,11 @@ import ipaddress
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from rulec.backends.base import Artifact
 from rulec.kernel import Namespace, available, load, veth_pair
@@ -112,7 +113,7 @@ class HostSpec:
         return next(c for c in self.containers if c.name == name)
 
     def docker_block(self) -> str:
-        """This host as the DSL's `docker { ... }` block (syntax: /work/notes/docker-api.md)."""
+        """This host as the DSL's `docker { ... }` block (docs/docker.md)."""
         lines = ["docker {", f"  userland-proxy {'on' if self.userland_proxy else 'off'}"]
         for net in self.networks:
             lines += [f"  network {net.name} {{", f"    bridge {net.bridge}",
@@ -209,21 +210,28 @@ class DockerHost:
 
     def probe(self, tries: Sequence[tuple[str, Attempt]]) -> list[Outcome]:
         """Every (source namespace name, attempt) at once; outcomes in the order given."""
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for i, (source, _) in enumerate(tries):
-            by_source[source].append(i)
-        results: list[Outcome | None] = [None] * len(tries)
+        return probe_all(self.ns, tries)
 
-        def run(source: str) -> None:
-            indices = by_source[source]
-            for i, outcome in zip(indices, attempts(self.ns(source),
-                                                    [tries[i][1] for i in indices]), strict=True):
-                results[i] = outcome
 
-        with ThreadPoolExecutor(max_workers=len(by_source)) as pool:
-            list(pool.map(run, by_source))
-        assert all(r is not None for r in results)
-        return [r for r in results if r is not None]
+def probe_all(namespace_of: Callable[[str], Any],
+              tries: Sequence[tuple[str, Attempt]]) -> list[Outcome]:
+    """Every (source, attempt) at once, one client process per source (`namespace_of` gives
+    what to run it in: a Namespace, or anything with its run()); outcomes in the order given."""
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, (source, _) in enumerate(tries):
+        by_source[source].append(i)
+    results: list[Outcome | None] = [None] * len(tries)
+
+    def run(source: str) -> None:
+        indices = by_source[source]
+        for i, outcome in zip(indices, attempts(namespace_of(source),
+                                                [tries[i][1] for i in indices]), strict=True):
+            results[i] = outcome
+
+    with ThreadPoolExecutor(max_workers=len(by_source)) as pool:
+        list(pool.map(run, by_source))
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
 
 
 @contextmanager
@@ -296,4 +304,4 @@ def _up(ns: Namespace, dev: str, addrs: Sequence[str], mtu: int | None = None) -
 
 __all__ = ["APPS", "BRIDGE", "EXT4", "EXT6", "HOST4", "HOST6", "QUIET", "STANDARD", "UPLINK",
            "VAULT", "Container", "DockerHost", "HostSpec", "Network", "Publish", "docker_host",
-           "kernel_unavailable"]
+           "kernel_unavailable", "probe_all"]

@@ -16,7 +16,7 @@ from rulec.kernel import iptables_rules, load, namespace
 from rulec.kernel.readback import IpFamily
 from tests.docker.dockerd_reference import dockerd_artifacts
 from tests.docker.host import EXT4, HOST4, HOST6, STANDARD, docker_host, kernel_unavailable
-from tests.docker.test_packets import delivered, docker_api_missing, udp
+from tests.docker.test_packets import delivered, udp
 from tests.kernel.probe import Attempt
 
 UNAVAILABLE = kernel_unavailable()
@@ -48,9 +48,6 @@ def by_chain(lines: list[str]) -> Chains:
 def compiled(with_docker_model: bool, target: str) -> Artifact:
     if not with_docker_model:
         return api.compile_text(POLICY, target, noflush=True)
-    missing = docker_api_missing()
-    if missing:
-        pytest.skip(missing)
     # With the model present, coexist mode must still emit only the operator's chains.
     return api.compile_text(STANDARD.docker_block() + POLICY, target, noflush=True)
 

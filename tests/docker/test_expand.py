@@ -10,10 +10,12 @@ from collections import defaultdict
 import pytest
 
 from rulec import api
-from rulec.frontends.docker import Layout, Shape, expand
+from rulec.diagnostics import Collector
+from rulec.frontends.docker import Layout, Profile, Shape, expand, profile
 from rulec.frontends.docker.model import (
     Attachment,
     Container,
+    Daemon,
     DockerHost,
     Network,
     Published,
@@ -231,14 +233,20 @@ def _host() -> DockerHost:
                                  container_ports=(80, 80)),)),))
 
 
+def _profile(layout: Layout) -> Profile:
+    found = profile(Daemon(layout=layout), None, Collector())
+    assert found is not None
+    return found
+
+
 def test_expansion_is_pure_and_deterministic() -> None:
     host = _host()
-    assert expand(host, Layout.CURRENT) == expand(host, Layout.CURRENT)
-    assert expand(host, Layout.CURRENT) != expand(host, Layout.CLASSIC)
+    assert expand(host, _profile(Layout.CURRENT)) == expand(host, _profile(Layout.CURRENT))
+    assert expand(host, _profile(Layout.CURRENT)) != expand(host, _profile(Layout.CLASSIC))
 
 
 def test_nft_shape_reaches_per_bridge_chains_through_interface_maps() -> None:
-    tables = expand(_host(), Layout.CURRENT, Shape.NFT)
+    tables = expand(_host(), _profile(Layout.CURRENT), Shape.NFT)
     assert {(t.family.value, t.kind.value, t.name) for t in tables} == {
         (f, k, "docker-bridges") for f in ("ip", "ip6") for k in ("filter", "nat", "raw")}
     ip_filter = next(t for t in tables if t.family.value == "ip" and t.kind.value == "filter")

@@ -127,7 +127,7 @@ def test_daemon_json_options(tmp_path: Path) -> None:
     host = load_files([write(tmp_path, "s.json", {"daemon": daemon, "networks": NETWORKS})],
                       Collector())
     assert host is not None
-    assert not host.daemon.userland_proxy and not host.daemon.ipv6
+    assert host.daemon.userland_proxy is False and host.daemon.ip6tables is False
     assert host.daemon.allow_direct_routing
     text = api.compile_text("", "iptables", docker_state=[tmp_path / "s.json"]).text
     assert "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT" in text
@@ -151,8 +151,133 @@ def test_state_warnings_reach_the_compile_result(tmp_path: Path) -> None:
              write(tmp_path, "c.json", CONTAINERS)]
     empty = tmp_path / "empty.rules"
     empty.write_text("", encoding="utf-8")
-    # Both families at once: this test is about W0701, not the one-family W0401.
+    # Both families at once: this test is about W07xx, not the one-family W0401.
     result = api.compile_files([empty], "iptables", docker_state=state, both_families=True)
+    # W0702: nothing says which Docker version wrote this state.
     assert [(w.code, w.span is not None and w.span.file) for w in result.warnings] == [
-        ("W0701", str(state[0]))]
+        ("W0701", str(state[0])), ("W0702", str(state[0]))]
     assert "swarm-net" in result.warnings[0].message
+
+
+def test_two_inspect_files_read_containers_that_have_a_driver_key(tmp_path: Path) -> None:
+    """Real `docker inspect` containers carry "Driver" (their storage driver): they are still
+    containers, so their published ports get DNAT, the DOCKER ACCEPT and hairpin masquerade."""
+    containers = [{**c, "Driver": "overlay2"} for c in CONTAINERS]
+    state = [write(tmp_path, "n.json", NETWORKS), write(tmp_path, "c.json", containers)]
+    text = api.compile_text("", "iptables", docker_state=state)
+    assert "--dport 8080 -j DNAT --to-destination 192.0.2.2:80" in text.text
+    assert "-d 192.0.2.2/32 ! -i br-3a5c0f7e1d2b -o br-3a5c0f7e1d2b -p tcp -m tcp --dport 80 " \
+           "-j ACCEPT" in text.text
+    out = Collector()
+    host = load_files(state, out)
+    assert host is not None and [c.name for c in host.containers] == ["web"]
+    assert not out.items  # no "network /web: driver overlay2" warning
+
+
+VERSION = {"Client": {"Version": "20.10.24+dfsg1"},
+           "Server": {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41"}}
+INFO = {"ServerVersion": "20.10.24+dfsg1", "ExperimentalBuild": True, "Driver": "overlay2"}
+
+
+def test_daemon_json_info_and_version_are_state_files_too(tmp_path: Path) -> None:
+    daemon = {"userland-proxy": False, "ip6tables": True, "experimental": True,
+              "data-root": "/var/lib/docker"}
+    state = [write(tmp_path, "n.json", NETWORKS), write(tmp_path, "c.json", CONTAINERS),
+             write(tmp_path, "daemon.json", daemon), write(tmp_path, "info.json", INFO),
+             write(tmp_path, "version.json", VERSION)]
+    out = Collector()
+    host = load_files(state, out)
+    assert not out.items and host is not None
+    assert host.daemon.userland_proxy is False and host.daemon.ip6tables is True
+    assert host.daemon.version is not None and host.daemon.version.key == (20, 10, 24)
+    one = write(tmp_path, "state.json", {"daemon": daemon, "info": INFO, "version": VERSION,
+                                         "networks": NETWORKS, "containers": CONTAINERS})
+    for target in ("iptables", "ip6tables"):
+        assert api.compile_text("", target, docker_state=state).text == \
+            api.compile_text("", target, docker_state=[one]).text
+
+
+def test_20_10_defaults_to_no_ip6tables_rules(tmp_path: Path) -> None:
+    """Docker <= 26 has ip6tables off unless daemon.json turns it on: rulec writes no IPv6
+    rules (no FORWARD DROP) for it, though the network has an IPv6 subnet."""
+    state = [write(tmp_path, "n.json", NETWORKS), write(tmp_path, "c.json", CONTAINERS),
+             write(tmp_path, "info.json", INFO)]
+    assert "*" not in api.compile_text("", "ip6tables", docker_state=state).text
+    assert "-A DOCKER-USER -j RETURN" in api.compile_text("", "iptables",
+                                                          docker_state=state).text
+
+
+def version_rules(version: str, *, ip6tables: str = "on", target: str = "ip6tables",
+                  internal: bool = False, publish: str = '"8080:80" "9000:90" "8081:80"') -> str:
+    network = ("  network vault {\n    subnet 192.0.2.0/24\n    subnet 2001:db8:2::/64\n"
+               "    internal\n  }\n") if internal else ""
+    text = (f"docker {{\n  version {version}\n  ip6tables {ip6tables}\n  experimental on\n"
+            "  network apps {\n    subnet 198.51.100.0/24\n    subnet 2001:db8:1::/64\n  }\n"
+            f"{network}  container web {{\n    network apps 198.51.100.2 2001:db8:1::2\n"
+            f"    publish {publish}\n  }}\n}}\n")
+    return api.compile_text(text, target).text
+
+
+def test_docker_user_in_ip6tables_from_23_0() -> None:
+    assert "DOCKER-USER" not in version_rules('"20.10.24"')
+    assert "DOCKER-USER" not in version_rules('"22.06.1"')
+    assert "-A FORWARD -j DOCKER-USER" in version_rules("23")
+
+
+def test_ip6tables_default_on_from_27() -> None:
+    daemon_default = 'docker {\n  version %s\n  network apps {\n    subnet 198.51.100.0/24\n' \
+                     '    subnet 2001:db8:1::/64\n  }\n}\n'
+    assert "*filter" not in api.compile_text(daemon_default % '"26.1.4"', "ip6tables").text
+    assert "*filter" in api.compile_text(daemon_default % "27", "ip6tables").text
+
+
+def test_internal_ipv6_drops_spare_the_bridge_from_24_0_6() -> None:
+    old = version_rules('"24.0.5"', internal=True)
+    new = version_rules('"24.0.6"', internal=True)
+    assert "-A DOCKER-ISOLATION-STAGE-1 ! -s 2001:db8:2::/64 -o vault -j DROP" in old
+    assert "-A DOCKER-ISOLATION-STAGE-1 ! -s 2001:db8:2::/64 ! -i vault -o vault -j DROP" in new
+
+
+def dnat_ports(text: str) -> list[str]:
+    return [line.split("--dport ")[1].split()[0] for line in text.splitlines()
+            if "-j DNAT" in line]
+
+
+def test_port_order_follows_the_daemon_version() -> None:
+    """Up to 26.x dockerd sorts a container's ports by host port, largest first
+    (nat.SortPortMap); from 27.0 by container port, then host port (cmpPortBinding)."""
+    assert dnat_ports(version_rules('"20.10.24"', target="iptables")) == ["9000", "8081", "8080"]
+    assert dnat_ports(version_rules("27", target="iptables")) == ["8080", "8081", "9000"]
+
+
+def test_state_is_put_in_creation_order_and_stopped_containers_have_no_rules(
+        tmp_path: Path) -> None:
+    """`docker ps` lists the newest container first and `docker network ls` sorts by name;
+    dockerd wrote the rules in creation and start order. A stopped container has none."""
+    first = {**NETWORKS[1], "Name": "zeta", "Id": "aa" * 32, "Created": "2024-01-01T10:00:00Z",
+             "Containers": {}}
+    second = {**NETWORKS[1], "Name": "alpha", "Id": "bb" * 32, "Containers": {},
+              "IPAM": {"Config": [{"Subnet": "198.51.100.0/24"}]},
+              "Created": "2024-01-01T11:00:00.000000001+01:00"}  # 10:00:00.000000001Z
+
+    def container(name: str, network: str, address: str, started: str, running: bool = True,
+                  port: str = "8080") -> dict[str, object]:
+        return {"Name": f"/{name}", "Driver": "overlay2", "HostConfig": {"NetworkMode": network},
+                "State": {"Running": running, "StartedAt": started},
+                "NetworkSettings": {"Networks": {network: {"IPAddress": address}},
+                                    "Ports": {"80/tcp": [{"HostIp": "0.0.0.0",
+                                                          "HostPort": port}]}}}
+
+    containers = [container("late", "zeta", "192.0.2.3", "2024-01-02T00:00:02Z", port="8081"),
+                  container("gone", "zeta", "192.0.2.4", "2024-01-02T00:00:03Z", False, "8082"),
+                  container("early", "alpha", "198.51.100.2", "2024-01-02T00:00:01Z")]
+    state = [write(tmp_path, "n.json", [second, first]),
+             write(tmp_path, "c.json", containers), write(tmp_path, "v.json", VERSION)]
+    out = Collector()
+    host = load_files(state, out)
+    assert not out.items and host is not None
+    assert [n.name for n in host.networks] == ["zeta", "alpha"]
+    assert [c.name for c in host.containers] == ["early", "late"]
+    text = api.compile_text("", "iptables", docker_state=state).text
+    assert dnat_ports(text) == ["8080", "8081"]
+    assert "-A FORWARD -o br-bbbbbbbbbbbb" in text.split("-A FORWARD -o br-aaaaaaaaaaaa")[0]

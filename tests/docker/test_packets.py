@@ -12,7 +12,6 @@ The host is 203.0.113.1 / 2001:db8:ff::1 on its uplink, the external peer .2 / :
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -37,13 +36,6 @@ pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(UNAVAILABLE is not None, reason=f"kernel tests: {UNAVAILABLE}")]
 
 PROXY_OFF = replace(STANDARD, userland_proxy=False)
-
-
-def docker_api_missing() -> str | None:
-    """Why rulec cannot compile a Docker host yet, or None (API: /work/notes/docker-api.md)."""
-    if "docker_layout" not in inspect.signature(api.compile_text).parameters:
-        return "Docker frontend not there yet: rulec.api.compile_text has no docker_layout"
-    return None
 
 
 @dataclass(frozen=True)
@@ -71,9 +63,6 @@ class Flavor:
                 for target in ("iptables", "ip6tables"):
                     dh.load(api.compile_text(operator, target, noflush=True), "nft")
             return
-        missing = docker_api_missing()
-        if missing:
-            pytest.skip(missing)
         text = dh.spec.docker_block() + operator
         if self.target == "nft":
             dh.load(api.compile_text(text, "nft"))

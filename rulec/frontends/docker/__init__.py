@@ -21,17 +21,26 @@ from rulec.frontends.docker.expand import (
     expand,
     layout_problems,
 )
-from rulec.frontends.docker.model import DockerHost, Layout, check
+from rulec.frontends.docker.model import (
+    DockerHost,
+    Layout,
+    Profile,
+    Version,
+    check,
+    merge_daemons,
+    profile,
+)
 from rulec.frontends.docker.state import load_files
 from rulec.ir.nodes import Chain, Rule, Ruleset, Table, TableKind, targets
 from rulec.ir.values import Family
 
-__all__ = ["DockerHost", "DockerOptions", "Layout", "Shape", "apply", "expand", "generated"]
+__all__ = ["DockerHost", "DockerOptions", "Layout", "Profile", "Shape", "Version", "apply",
+           "expand", "generated", "profile"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DockerOptions:
-    layout: Layout | None = None  # overrides the block's `layout`; default current
+    layout: Layout | None = None  # --docker-layout: overrides the block's `layout`
     shape: Shape = Shape.IPTABLES  # Shape.NFT for the nft targets
     coexist: bool = False  # --noflush: dockerd keeps its chains; only the operator's rules
     state_files: tuple[Path, ...] = ()  # `docker inspect` JSON (--docker-state)
@@ -41,31 +50,80 @@ def apply(ruleset: Ruleset, blocks: Sequence[DockerHost], options: DockerOptions
           out: Collector) -> Ruleset:
     """The operator's ruleset with dockerd's tables merged in; errors go to `out` (and the
     ruleset is then returned unchanged)."""
-    hosts = list(blocks)
-    if options.state_files:
-        loaded = load_files(options.state_files, out)
-        if loaded is not None:
-            hosts.append(loaded)
-    if not hosts:
+    for extra in blocks[1:]:
+        out.error("E0709", "a second Docker host model: another docker block", extra.span,
+                  f"the first is at {blocks[0].span}; one host has one daemon")
+    block = blocks[0] if blocks else None
+    state = load_files(options.state_files, out) if options.state_files else None
+    host = _combine(block, state, out)
+    if host is None:
         return ruleset
-    for extra in hosts[1:]:
-        out.error("E0709", "a second Docker host model in one compilation", extra.span,
-                  f"the first is at {hosts[0].span}; use one docker block or --docker-state")
-    host = hosts[0]
-    layout = options.layout or host.layout or Layout.CURRENT
     before = len([d for d in out.items if d.severity.value == "error"])
+    layout_option = f"--docker-layout {options.layout.value}" if options.layout else None
+    found = profile(host.daemon, options.layout, out, layout_option)
+    if state is not None and (state.networks or state.containers) \
+            and host.daemon.version is None and found is not None:
+        out.warning("W0702", "the Docker version of this host is not known: rulec assumes "
+                    f"{'27.x' if found.layout is Layout.CLASSIC else '29.x'}", state.span,
+                    "add `docker version --format '{{json .}}'` output as another "
+                    "--docker-state file (or `version` in a docker block): the version decides "
+                    "the layout, ip6tables' default and the order of a container's ports")
     check(host, out)
-    layout_problems(host, layout, out)
-    _check_operator_chains(ruleset, layout, options, out)
-    if len([d for d in out.items if d.severity.value == "error"]) > before:
+    if found is not None:
+        layout_problems(host, found.layout, out)
+        _check_operator_chains(ruleset, found.layout, options, out)
+        _check_docker_user(ruleset, found, out)
+    if found is None or len([d for d in out.items if d.severity.value == "error"]) > before:
         return ruleset
     entry = ruleset.entry_points | {DOCKER_USER}
     if options.coexist:  # dockerd's chains stay as dockerd wrote them
         return replace(ruleset, entry_points=entry)
-    docker = expand(host, layout, options.shape if layout is Layout.CURRENT else Shape.IPTABLES)
+    shape = options.shape if found.layout is Layout.CURRENT else Shape.IPTABLES
+    docker = expand(host, found, shape)
     if any(t.name == NFT_TABLE for t in docker):
         return replace(_merge_nft(ruleset, docker), entry_points=entry)
     return replace(_merge(ruleset, docker), entry_points=entry)
+
+
+def _combine(block: DockerHost | None, state: DockerHost | None,
+             out: Collector) -> DockerHost | None:
+    """One host from a docker block and the state files: networks and containers from one of
+    them, daemon settings from both (they must agree, E0712)."""
+    if block is None or state is None:
+        return block or state
+    if (block.networks or block.containers) and (state.networks or state.containers):
+        out.error("E0709", "networks and containers come from the docker block and from "
+                  "--docker-state", block.span, f"the state files start at {state.span}; "
+                  "with --docker-state the docker block may set daemon options and the version")
+        return None
+    source = block if block.networks or block.containers else state
+    return replace(source, daemon=merge_daemons(block.daemon, state.daemon, out))
+
+
+def _check_docker_user(ruleset: Ruleset, found: Profile, out: Collector) -> None:
+    """An IPv6 DOCKER-USER dockerd never jumps to would leave its rules unused (E0714)."""
+    if found.ip6tables and found.ip6_docker_user:
+        return
+    for table in ruleset.tables:
+        chain = table.chain(DOCKER_USER)
+        if table.kind is not TableKind.FILTER or chain is None:
+            continue
+        if table.family is Family.IP:
+            continue
+        ip6 = [r for r in chain.rules if r.match.family in (None, Family.IP6)]
+        if table.family is Family.INET:  # the rules an ip6 table would hold
+            ip6 = list(_restrict_chain(replace(chain, rules=tuple(ip6)), Family.IP6).rules)
+        if ip6:
+            daemon = f"dockerd {found.version}" if found.version else "dockerd"
+            if found.ip6tables:
+                why, fix = ("it creates DOCKER-USER in iptables only",
+                            "Docker 23.0 and later jump to it; before, filter IPv6 in FORWARD "
+                            "(a full replace appends yours after dockerd's rules)")
+            else:
+                why, fix = ("it writes no ip6tables rules at all (ip6tables is off)",
+                            "turn ip6tables on in daemon.json, or filter IPv6 in FORWARD")
+            out.error("E0714", f"{daemon} never jumps to an IPv6 DOCKER-USER: {why}",
+                      ip6[0].span or chain.span, "these rules would never run; " + fix)
 
 
 def _check_operator_chains(ruleset: Ruleset, layout: Layout, options: DockerOptions,

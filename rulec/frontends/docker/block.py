@@ -2,8 +2,9 @@
 (`NAME arg* [{ ... }]`); this module gives them their meaning and reports bad ones with spans.
 
     docker {
-      layout current                  # or classic
-      userland-proxy off              # also: ipv6, allow-direct-routing, ip-forward-no-drop
+      version "20.10.24"              # or `layout current|classic`; default 29.x
+      userland-proxy off              # also: ip6tables, experimental, allow-direct-routing,
+                                      #   ip-forward-no-drop
       network apps {
         bridge br-apps                # default: docker0 for `bridge`, else the network name
         subnet 172.18.0.0/16 gateway 172.18.0.1
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from lark import Token, Tree
@@ -39,13 +40,15 @@ from rulec.frontends.docker.model import (
     PortProto,
     Published,
     Subnet,
+    Version,
 )
 from rulec.ir.values import Family, Prefix
 
 _ESCAPE = re.compile(r"\\(.)")
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
-_DAEMON = {"userland-proxy": "userland_proxy", "ipv6": "ipv6",
-           "allow-direct-routing": "allow_direct_routing",
+# `ipv6` is the older spelling of `ip6tables` (it means dockerd's ip6tables setting).
+_DAEMON = {"userland-proxy": "userland_proxy", "ip6tables": "ip6tables", "ipv6": "ip6tables",
+           "experimental": "experimental", "allow-direct-routing": "allow_direct_routing",
            "ip-forward-no-drop": "ip_forward_no_drop"}
 _PORTS = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
 
@@ -154,43 +157,65 @@ class _Lowering:
 
     # ------------------------------------------------------------------ the block
     def host(self, statements: list[_Statement], span: Span | None) -> DockerHost:
-        daemon = Daemon(span=span)
-        layout: Layout | None = None
+        settings: dict[str, Any] = {}
+        origins: dict[str, Span] = {}
         networks: list[Network] = []
         containers: list[Container] = []
         for stmt in statements:
-            if stmt.keyword == "layout":
-                if self.arity(stmt, 1, 1, "current or classic"):
-                    word = self.text(stmt.args[0])
-                    try:
-                        layout = Layout(word)
-                    except ValueError:
-                        self.out.error("E0703", f"unknown layout {word!r}", stmt.arg_spans[0],
-                                       "use current (Docker 28/29) or classic (Docker <= 27)")
-            elif stmt.keyword in _DAEMON:
-                value = self.switch(stmt)
-                if value is not None:
-                    changes: dict[str, Any] = {_DAEMON[stmt.keyword]: value}
-                    daemon = replace(daemon, **changes)
-            elif stmt.keyword in ("network", "container"):
+            if stmt.keyword in ("network", "container"):
                 if stmt.body is None or len(stmt.args) != 1:
                     self.out.error("E0703", f"`{stmt.keyword}` expects a name and a block",
                                    stmt.whole, f"e.g. `{stmt.keyword} NAME {{ ... }}`")
-                    continue
-                name = self.text(stmt.args[0])
-                if stmt.keyword == "network":
-                    networks.append(self.network(name, stmt))
+                elif stmt.keyword == "network":
+                    networks.append(self.network(self.text(stmt.args[0]), stmt))
                 else:
-                    containers.append(self.container(name, stmt))
-            else:
-                self.unknown(stmt, "docker", ["layout", *_DAEMON, "network", "container"])
+                    containers.append(self.container(self.text(stmt.args[0]), stmt))
+                continue
+            if stmt.keyword not in ("layout", "version", *_DAEMON):
+                self.unknown(stmt, "docker", ["version", "layout", *_DAEMON, "network",
+                                              "container"])
+                continue
+            name = _DAEMON.get(stmt.keyword, stmt.keyword)
+            value = self.setting(stmt)
+            if value is None:
+                continue
+            if name in settings:
+                self.out.error("E0707", f"`{stmt.keyword}` is set twice", stmt.whole,
+                               f"first set at {origins[name]}")
+            settings[name] = value
+            origins[name] = stmt.whole
+        daemon = Daemon(span=span, origins=tuple(origins.items()), **settings)
         return DockerHost(daemon=daemon, networks=tuple(networks),
-                          containers=tuple(containers), layout=layout, span=span)
+                          containers=tuple(containers), span=span)
+
+    def setting(self, stmt: _Statement) -> Any:
+        """The value of a daemon setting (`layout`, `version`, a switch), or None if bad."""
+        if stmt.keyword == "layout":
+            if not self.arity(stmt, 1, 1, "current or classic"):
+                return None
+            word = self.text(stmt.args[0])
+            try:
+                return Layout(word)
+            except ValueError:
+                self.out.error("E0703", f"unknown layout {word!r}", stmt.arg_spans[0],
+                               "use current (Docker 29) or classic (Docker 20.10-27)")
+                return None
+        if stmt.keyword == "version":
+            if not self.arity(stmt, 1, 1, 'a Docker version, e.g. "20.10.24" or 29'):
+                return None
+            word = self.text(stmt.args[0])
+            version = Version.parse(word, stmt.arg_spans[0])
+            if version is None:
+                self.out.error("E0703", f"{word!r} is not a Docker version", stmt.arg_spans[0],
+                               'e.g. "20.10.24" or 29')
+            return version
+        return self.switch(stmt)
 
     def network(self, name: str, block: _Statement) -> Network:
         assert block.body is not None
         span = block.arg_spans[0]
         bridge = "docker0" if name == "bridge" else name
+        bridge_span = span
         subnets: list[Subnet] = []
         snat: list[Prefix] = []
         flags: dict[str, object] = {}
@@ -199,6 +224,7 @@ class _Lowering:
             if key == "bridge":
                 if self.arity(stmt, 1, 1, "an interface name"):
                     bridge = self.text(stmt.args[0])
+                    bridge_span = stmt.arg_spans[0]
             elif key == "subnet":
                 subnet = self.subnet(stmt)
                 if subnet is not None:
@@ -219,7 +245,7 @@ class _Lowering:
                 self.unknown(stmt, f"network {name}", ["bridge", "subnet", "icc", "internal",
                                                        "masquerade", "snat", "gateway-mode"])
         return Network(name=name, bridge=bridge, subnets=tuple(subnets), snat=tuple(snat),
-                       span=span, **flags)  # type: ignore[arg-type]
+                       span=span, bridge_span=bridge_span, **flags)  # type: ignore[arg-type]
 
     def subnet(self, stmt: _Statement) -> Subnet | None:
         args = stmt.args

@@ -1,16 +1,17 @@
-"""Docker host model -> the IR tables dockerd itself would install (docker-firewall.md).
+"""Docker host model -> the IR tables dockerd itself would install (docs/docker.md).
 
-`expand` is a pure function. Rule order follows dockerd's insert/append order with networks and
-containers created in model order: rules dockerd inserts at the top of a chain (POSTROUTING
-per network, DOCKER's per-port ACCEPTs, the isolation and internal drops) come newest first.
-Docker never writes multiport or sets, so neither does this; the caller runs no optimiser
-passes over the result unless asked to.
+`expand` is a pure function of the host and its daemon's `Profile` (version and settings).
+Rule order follows dockerd's insert/append order with networks and containers created in model
+order: rules dockerd inserts at the top of a chain (POSTROUTING per network, DOCKER's per-port
+ACCEPTs, the isolation and internal drops) come newest first, and a container's ports come in
+the order its dockerd sorts them. Docker never writes multiport or sets, so neither does this;
+the caller runs no optimiser passes over the result unless asked to.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from rulec.frontends.docker.model import (
     Layout,
     Network,
     PortProto,
+    Profile,
 )
 from rulec.ir.nodes import (
     Accept,
@@ -122,10 +124,6 @@ class Binding:
         return self.network.gateway_mode(self.family) is not GatewayMode.ROUTED
 
 
-def families(host: DockerHost) -> tuple[Family, ...]:
-    return (Family.IP, Family.IP6) if host.daemon.ipv6 else (Family.IP,)
-
-
 def layout_problems(host: DockerHost, layout: Layout, out: Collector) -> None:
     """What the chosen layout cannot reproduce (E0703)."""
     if layout is Layout.CLASSIC:
@@ -136,10 +134,26 @@ def layout_problems(host: DockerHost, layout: Layout, out: Collector) -> None:
                           "dockerd added it in 28.0; use --docker-layout current")
 
 
-def bindings(host: DockerHost, family: Family) -> list[Binding]:
+_PROTO_ORDER = {PortProto.TCP: 0, PortProto.UDP: 1, PortProto.SCTP: 2}
+
+
+def _sort_key(profile: Profile) -> Callable[[Binding], tuple[int, ...]]:
+    """A container's ports in the order its dockerd writes their rules."""
+    if profile.host_port_order:
+        # Up to 26.x, nat.SortPortMap: host port, largest first, then container port, tcp
+        # first. Its comparison is no order when host and container ports sort differently
+        # (9000:80 beside 8000:90): dockerd's order then depends on Go's map iteration.
+        return lambda b: (-b.host_port, -b.port, b.proto is not PortProto.TCP)
+    # 27.0+, the bridge driver's cmpPortBinding: container port, protocol, host port, address.
+    return lambda b: (b.port, _PROTO_ORDER[b.proto], b.host_port,
+                      b.host.network if b.host is not None else 0)
+
+
+def bindings(host: DockerHost, family: Family, profile: Profile) -> list[Binding]:
     """The port bindings that get rules in `family`, in container order. A binding between
     families (an IPv6 host address to an IPv4-only container) is docker-proxy's alone."""
     out: list[Binding] = []
+    key = _sort_key(profile)
     for container in host.containers:
         if not container.published or not container.attachments:
             continue
@@ -150,6 +164,7 @@ def bindings(host: DockerHost, family: Family) -> list[Binding]:
             continue
         if network.subnet(family) is None:
             continue
+        mine: list[Binding] = []
         for published in container.published:
             host_address = published.host
             if host_address is not None and host_address.family is not family:
@@ -157,21 +172,23 @@ def bindings(host: DockerHost, family: Family) -> list[Binding]:
             if host_address is not None and host_address.network == 0:
                 host_address = None  # 0.0.0.0 or ::, as `docker inspect` shows "any"
             for host_port, port in published.pairs():
-                out.append(Binding(network, container, family, address, host_address,
-                                   host_port, port, published.proto, published.span))
+                mine.append(Binding(network, container, family, address, host_address,
+                                    host_port, port, published.proto, published.span))
+        out += sorted(mine, key=key)
     return out
 
 
-def expand(host: DockerHost, layout: Layout, shape: Shape = Shape.IPTABLES) -> tuple[Table, ...]:
-    """dockerd's tables for every enabled family: ip first, then ip6."""
+def expand(host: DockerHost, profile: Profile,
+           shape: Shape = Shape.IPTABLES) -> tuple[Table, ...]:
+    """dockerd's tables for every family it writes rules for: ip first, then ip6."""
     tables: list[Table] = []
-    for family in families(host):
-        if shape is Shape.NFT and layout is Layout.CURRENT:
-            tables.extend(_NftExpansion(host, family).tables())
-        elif layout is Layout.CURRENT:
-            tables.extend(_CurrentExpansion(host, family).tables())
+    for family in profile.families():
+        if shape is Shape.NFT and profile.layout is Layout.CURRENT:
+            tables.extend(_NftExpansion(host, profile, family).tables())
+        elif profile.layout is Layout.CURRENT:
+            tables.extend(_CurrentExpansion(host, profile, family).tables())
         else:
-            tables.extend(_ClassicExpansion(host, family).tables())
+            tables.extend(_ClassicExpansion(host, profile, family).tables())
     return tuple(tables)
 
 
@@ -208,17 +225,18 @@ def _dedup(rules: Iterator[Rule]) -> list[Rule]:
 class _Expansion:
     """Shared by the layouts: the host, one family, and that family's networks and ports."""
 
-    def __init__(self, host: DockerHost, family: Family) -> None:
+    def __init__(self, host: DockerHost, profile: Profile, family: Family) -> None:
         self.host = host
+        self.profile = profile
         self.family = family
         self.networks = [n for n in host.networks if n.subnet(family) is not None]
         self.external = [n for n in self.networks if not n.internal]
-        self.bindings = bindings(host, family)
-        self.proxy = host.daemon.userland_proxy
+        self.bindings = bindings(host, family, profile)
+        self.proxy = profile.userland_proxy
 
     def forward_policy(self) -> Policy | None:
         # dockerd sets DROP when it had to turn forwarding on itself, as on a fresh host.
-        return None if self.host.daemon.ip_forward_no_drop else Policy.DROP
+        return None if self.profile.ip_forward_no_drop else Policy.DROP
 
     def subnet(self, network: Network) -> Prefix:
         subnet = network.subnet(self.family)
@@ -277,7 +295,9 @@ class _Expansion:
 
     def internal_drops(self, network: Network) -> list[Rule]:
         subnet, bridge = self.subnet(network), network.bridge
-        if self.family is Family.IP:
+        # Before 24.0.6 the IPv6 drops were IPv4's, which also drop neighbour discovery
+        # between the network's own containers (moby#45649).
+        if self.family is Family.IP or not self.profile.ip6_internal_by_interface:
             return [_rule(Drop(), network.span, saddr=_addr(subnet, True),
                           oifname=_iface(bridge)),
                     _rule(Drop(), network.span, daddr=_addr(subnet, True),
@@ -293,7 +313,7 @@ class _Expansion:
 
 
 class _CurrentExpansion(_Expansion):
-    """Docker 29 with the iptables backend (docker-firewall.md 3.1)."""
+    """Docker 29 with the iptables backend (docs/docker.md, "Layouts")."""
 
     def tables(self) -> list[Table]:
         return [self.table(TableKind.RAW, [self.raw()]),
@@ -348,7 +368,7 @@ class _CurrentExpansion(_Expansion):
 
     def raw(self) -> Chain:
         rules: list[Rule] = []
-        direct = not self.host.daemon.allow_direct_routing
+        direct = not self.profile.allow_direct_routing
         for container in self.host.containers:
             for attachment in container.attachments if direct else ():
                 network = self.host.network(attachment.network)
@@ -375,7 +395,7 @@ class _CurrentExpansion(_Expansion):
 
 
 class _ClassicExpansion(_Expansion):
-    """Docker 20.10-27.x (docker-firewall.md 2.1): per-bridge rules in FORWARD itself."""
+    """Docker 20.10-27.x (docs/docker.md, "Layouts"): per-bridge rules in FORWARD itself."""
 
     def tables(self) -> list[Table]:
         return [self.table(TableKind.NAT, [*self.nat_jumps(), self.postrouting(),
@@ -383,11 +403,21 @@ class _ClassicExpansion(_Expansion):
                 self.table(TableKind.FILTER, self.filter())]
 
     def filter(self) -> list[Chain]:
-        forward = [_rule(Jump(DOCKER_USER)), _rule(Jump("DOCKER-ISOLATION-STAGE-1"))]
+        # 20.10-22.x create DOCKER-USER in iptables only (moby#44825 added it for IPv6).
+        user = self.family is Family.IP or self.profile.ip6_docker_user
+        forward = [*([_rule(Jump(DOCKER_USER))] if user else []),
+                   _rule(Jump("DOCKER-ISOLATION-STAGE-1"))]
         stage1: list[Rule] = []
         stage2: list[Rule] = []
-        for network in reversed(self.networks):  # each new network's rules go on top
+        for network in reversed(self.host.networks):  # each new network's rules go on top
             bridge = network.bridge
+            if network.subnet(self.family) is None:
+                # The isolation pair is per daemon family, not per network: an IPv4-only
+                # network gets it in ip6tables too (seen on 20.10).
+                if not network.internal and network.subnets:
+                    stage1.append(self.isolation_jump(network))
+                    stage2.append(_rule(Drop(), network.span, oifname=_iface(bridge)))
+                continue
             if network.internal:
                 stage1 += self.internal_drops(network)
                 if network.icc:
@@ -400,8 +430,7 @@ class _ClassicExpansion(_Expansion):
                               oifname=_iface(bridge, True))]
             if network.icc:
                 forward.append(self.icc(network, Accept()))
-            stage1.append(_rule(Jump("DOCKER-ISOLATION-STAGE-2"), network.span,
-                                iifname=_iface(bridge), oifname=_iface(bridge, True)))
+            stage1.append(self.isolation_jump(network))
             stage2.append(_rule(Drop(), network.span, oifname=_iface(bridge)))
         forward += [self.icc(n, Drop()) for n in self.networks if not n.icc]
         docker = _dedup(self.open_port(b) for b in self.bindings)
@@ -411,7 +440,12 @@ class _ClassicExpansion(_Expansion):
                 # Unreferenced without a bridge of this family: left empty, since nft refuses
                 # a chain with rules that nothing reaches (dockerd writes the lone RETURN).
                 _chain("DOCKER-ISOLATION-STAGE-2", [*stage2, _rule(Return())] if stage2 else []),
-                _chain(DOCKER_USER, [_rule(Return())])]
+                *([_chain(DOCKER_USER, [_rule(Return())])] if user else [])]
+
+    @staticmethod
+    def isolation_jump(network: Network) -> Rule:
+        return _rule(Jump("DOCKER-ISOLATION-STAGE-2"), network.span,
+                     iifname=_iface(network.bridge), oifname=_iface(network.bridge, True))
 
     def postrouting(self) -> Chain:
         rules = [r for n in reversed(self.external) for r in self.postrouting_network(n)]
@@ -429,7 +463,7 @@ class _ClassicExpansion(_Expansion):
 
 
 class _NftExpansion(_CurrentExpansion):
-    """Docker 29 --firewall-backend=nftables (docker-firewall.md 4): table docker-bridges with
+    """Docker 29 --firewall-backend=nftables (moby's nftablesdoc): table docker-bridges with
     four chains per bridge, entered through interface verdict maps. rulec adds a DOCKER-USER
     chain, jumped to first from filter-FORWARD, so an operator's DOCKER-USER rules act as they
     do with iptables (dockerd's nftables backend has none). Base chains are named

@@ -1,25 +1,39 @@
-"""The Docker host model: daemon options, bridge networks, containers and published ports.
+"""The Docker host model: daemon options and version, bridge networks, containers and
+published ports.
 
 Both ways in (the DSL's `docker { ... }` block and `docker inspect` JSON) build these frozen
-records with spans; `check` then reports every inconsistency at once. Codes: E0701 JSON
-syntax, E0702 missing or mistyped field, E0703 bad value, E0704 address outside its subnet,
-E0705 port published twice, E0706 unknown network, E0707 duplicate, E0708 a chain dockerd owns,
-E0709 a second Docker model; W0701 a setting Docker accepts but that has no rules.
+records with spans; `check` then reports every inconsistency at once and `profile` turns the
+daemon's version and options into the facts the expansion follows. Codes: E0701 JSON syntax,
+E0702 missing or mistyped field, E0703 bad value, E0704 address outside its subnet, E0705 port
+published twice, E0706 unknown network, E0707 duplicate, E0708 a chain dockerd owns, E0709 two
+sources of networks and containers, E0710 a layout the version contradicts, E0711 a version
+rulec does not reproduce, E0712 two sources disagree on a daemon setting, E0713 options dockerd
+refuses to start with, E0714 a DOCKER-USER chain dockerd never jumps to; W0701 a setting Docker
+accepts but that has no rules, W0702 a real host's state without its Docker version.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from rulec.diagnostics import Collector, Span
 from rulec.ir.values import Family, Prefix
 
-IFNAMSIZ = 15  # longest interface name the kernel accepts
+# The kernel's IFNAMSIZ is 16 bytes with the terminating NUL.
+IFNAMSIZ = 15
+# Interface names every target can write: iptables reads a leading '-' as an option, nft-json
+# and the docker-bridges chain names take ASCII only; the kernel refuses "." and "..".
+_BRIDGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_VERSION = re.compile(r"v?([0-9]{1,4})(?:\.([0-9]{1,4}))?(?:\.([0-9]{1,6}))?"
+                      r"(?:[-+~][0-9A-Za-z.+~-]*)?")
 
 
 class Layout(enum.Enum):
-    """Which dockerd's rules to reproduce (docker-firewall.md sections 2 and 3)."""
+    """Which dockerd's rules to reproduce (docs/docker.md, "Versions")."""
 
     CURRENT = "current"  # 29.x: DOCKER-FORWARD/-BRIDGE/-CT/-INTERNAL, raw direct-access drops
     CLASSIC = "classic"  # 20.10-27.x: DOCKER-ISOLATION-STAGE-1/2, per-bridge FORWARD rules
@@ -37,15 +51,160 @@ class PortProto(enum.Enum):
     SCTP = "sctp"
 
 
+@dataclass(frozen=True, slots=True)
+class Version:
+    """A dockerd release: `docker version`'s Server.Version, `docker info`'s ServerVersion or the
+    block's `version`; packaging suffixes (`20.10.24+dfsg1`) are ignored."""
+
+    major: int
+    minor: int = 0
+    patch: int = 0
+    text: str = field(default="", compare=False)  # as written, for messages
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str, span: Span | None = None) -> Version | None:
+        match = _VERSION.fullmatch(text.strip())
+        if match is None:
+            return None
+        major, minor, patch = (int(g) if g else 0 for g in match.groups())
+        return cls(major, minor, patch, text.strip(), span)
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    def __str__(self) -> str:
+        return self.text or f"{self.major}.{self.minor}.{self.patch}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Daemon:
-    """dockerd options that change its rules (daemon.json names in the comments)."""
+    """dockerd's settings as given (daemon.json names in the comments). None: not given, so the
+    version's default applies (`profile`). `origins` says where each given setting is written."""
 
-    userland_proxy: bool = True  # userland-proxy: off means hairpin NAT rules
-    ipv6: bool = True  # ip6tables: IPv6 rules at all
-    allow_direct_routing: bool = False  # allow-direct-routing: no raw direct-access drops
-    ip_forward_no_drop: bool = False  # ip-forward-no-drop: FORWARD policy left alone
+    userland_proxy: bool | None = None  # userland-proxy: off means hairpin NAT rules
+    ip6tables: bool | None = None  # ip6tables: IPv6 rules at all
+    experimental: bool | None = None  # experimental: Docker <= 26 needs it for ip6tables
+    allow_direct_routing: bool | None = None  # allow-direct-routing: no raw direct-access drops
+    ip_forward_no_drop: bool | None = None  # ip-forward-no-drop: FORWARD policy left alone
+    version: Version | None = None
+    layout: Layout | None = None  # the block's `layout`: a shorthand for the version
     span: Span | None = field(default=None, compare=False, repr=False)
+    origins: tuple[tuple[str, Span | None], ...] = field(default=(), compare=False, repr=False)
+
+    def origin(self, name: str) -> Span | None:
+        return next((span for key, span in self.origins if key == name), self.span)
+
+    def given(self) -> Iterator[tuple[str, Any]]:
+        """(setting, value) for every setting that is not None."""
+        for f in fields(self):
+            if f.name not in ("span", "origins") and getattr(self, f.name) is not None:
+                yield f.name, getattr(self, f.name)
+
+
+def merge_daemons(first: Daemon, second: Daemon, out: Collector) -> Daemon:
+    """Settings from two sources (a docker block and the state files, or daemon.json and
+    `docker info`): each may give what the other leaves out; a setting both give alike is
+    fine, one they give differently is E0712 at the second."""
+    merged: dict[str, Any] = {}
+    for name, value in second.given():
+        mine = getattr(first, name)
+        if mine is not None and mine != value:
+            out.error("E0712", f"{_SETTING_NAMES[name]} is {_shown(value)} here but "
+                      f"{_shown(mine)} at {first.origin(name)}", second.origin(name),
+                      "both describe the one daemon of this host: make them agree, or leave "
+                      "the setting to one of them")
+        elif mine is None:
+            merged[name] = value
+    origins = first.origins + tuple((k, s) for k, s in second.origins if k in merged)
+    return replace(first, origins=origins, span=first.span or second.span, **merged)
+
+
+_SETTING_NAMES = {"userland_proxy": "userland-proxy", "ip6tables": "ip6tables",
+                  "experimental": "experimental", "allow_direct_routing": "allow-direct-routing",
+                  "ip_forward_no_drop": "ip-forward-no-drop", "version": "the Docker version",
+                  "layout": "the layout"}
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, Layout):
+        return value.value
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """What a dockerd of this version with these settings writes: the facts `expand` follows
+    (the table in docs/docker.md, "Versions")."""
+
+    layout: Layout
+    version: Version | None  # None: unknown, the layout's newest release is assumed
+    userland_proxy: bool
+    ip6tables: bool
+    ip6_docker_user: bool  # 23.0+: DOCKER-USER in ip6tables as well
+    ip6_internal_by_interface: bool  # 24.0.6+: internal-network IPv6 drops spare same-bridge
+    host_port_order: bool  # < 27: ports by host port, largest first (nat.SortPortMap)
+    allow_direct_routing: bool
+    ip_forward_no_drop: bool
+
+    def families(self) -> tuple[Family, ...]:
+        return (Family.IP, Family.IP6) if self.ip6tables else (Family.IP,)
+
+
+OLDEST = Version(20, 10)
+
+
+def profile(daemon: Daemon, layout: Layout | None, out: Collector,
+            layout_option: str | None = None) -> Profile | None:
+    """The daemon's rules profile; None (errors reported) if rulec cannot reproduce it.
+    `layout` is the one asked for (the command line's, else the block's); `layout_option`
+    names where a command-line layout comes from, for the error."""
+    version = daemon.version
+    implied: Layout | None = None
+    if version is not None:
+        span = version.span
+        if version.key < OLDEST.key:
+            out.error("E0711", f"Docker {version} is older than anything rulec reproduces",
+                      span, f"rulec knows dockerd {OLDEST.major}.{OLDEST.minor} and later")
+            return None
+        if version.major == 28:
+            out.error("E0711", f"rulec does not reproduce Docker {version}'s rules", span,
+                      "28.x mixes the two layouts (ISOLATION chains beside DOCKER-FORWARD); "
+                      "rulec reproduces 20.10-27.x (classic) and 29.x (current)")
+            return None
+        if version.major > 29:
+            out.error("E0711", f"Docker {version} is newer than anything rulec knows", span,
+                      "rulec reproduces up to 29.x; leave the version out to get 29.x's rules")
+            return None
+        implied = Layout.CLASSIC if version.major <= 27 else Layout.CURRENT
+    chosen = layout or daemon.layout
+    if chosen is not None and implied is not None and chosen is not implied:
+        where = layout_option or f"`layout {chosen.value}`"
+        at = daemon.origin("layout") if layout_option is None else version.span if version \
+            else None
+        out.error("E0710", f"{where} contradicts Docker {version}, which has the "
+                  f"{implied.value} layout", at, "leave the layout out: the version decides it")
+        return None
+    final = chosen or implied or Layout.CURRENT
+    # Unknown version: the newest of the layout (27.x for classic, 29.x for current).
+    key = version.key if version is not None else (27, 0, 0) if final is Layout.CLASSIC \
+        else (29, 0, 0)
+    ip6tables = daemon.ip6tables if daemon.ip6tables is not None else key >= (27, 0, 0)
+    if ip6tables and key < (27, 0, 0) and daemon.experimental is False:
+        out.error("E0713", f"dockerd {version} refuses to start with ip6tables but without "
+                  "experimental", daemon.origin("ip6tables"),
+                  "\"ip6tables rules are only available if experimental features are enabled\": "
+                  "add \"experimental\": true, or leave ip6tables off")
+        return None
+    return Profile(layout=final, version=version,
+                   userland_proxy=daemon.userland_proxy is not False, ip6tables=ip6tables,
+                   ip6_docker_user=key >= (23, 0, 0), ip6_internal_by_interface=key >= (24, 0, 6),
+                   host_port_order=key < (27, 0, 0),
+                   allow_direct_routing=bool(daemon.allow_direct_routing),
+                   ip_forward_no_drop=bool(daemon.ip_forward_no_drop))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +228,8 @@ class Network:
     gateway_mode_v4: GatewayMode = GatewayMode.NAT
     gateway_mode_v6: GatewayMode = GatewayMode.NAT
     span: Span | None = field(default=None, compare=False, repr=False)
+    # Where the bridge name is written (the `bridge` line, the JSON option or Id).
+    bridge_span: Span | None = field(default=None, compare=False, repr=False)
 
     def subnet(self, family: Family) -> Subnet | None:
         return next((s for s in self.subnets if s.prefix.family is family), None)
@@ -126,7 +287,6 @@ class DockerHost:
     daemon: Daemon = Daemon()
     networks: tuple[Network, ...] = ()
     containers: tuple[Container, ...] = ()
-    layout: Layout | None = None  # None: what the caller asks for, else current
     span: Span | None = field(default=None, compare=False, repr=False)
 
     def network(self, name: str) -> Network | None:
@@ -166,11 +326,26 @@ def check(host: DockerHost, out: Collector) -> None:
     _check_bindings(host, out)
 
 
+def bridge_problem(name: str) -> str | None:
+    """Why `name` cannot be a bridge in every target's output, or None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not name:
+        return "it is empty"
+    if size > IFNAMSIZ:
+        unit = f"{size} bytes" if size != len(name) else f"{size} characters"
+        return f"it is {unit} long; the kernel takes {IFNAMSIZ} bytes (IFNAMSIZ)"
+    if not _BRIDGE_NAME.fullmatch(name):
+        return "it holds characters other than ASCII letters, digits, '-', '_' and '.', " \
+               "or starts with '-' or '.'"
+    return None
+
+
 def _check_network(network: Network, out: Collector) -> None:
-    if not network.bridge or len(network.bridge) > IFNAMSIZ or any(
-            not (ch.isalnum() or ch in "-_.") for ch in network.bridge):
-        out.error("E0703", f"bridge name {network.bridge!r} is not a valid interface name",
-                  network.span, f"use at most {IFNAMSIZ} letters, digits, '-', '_' or '.'")
+    problem = bridge_problem(network.bridge)
+    if problem is not None:
+        out.error("E0703", f"bridge name {network.bridge!r} is not a valid interface name: "
+                  f"{problem}", network.bridge_span or network.span,
+                  f"use 1 to {IFNAMSIZ} ASCII letters, digits, '-', '_' or '.'")
     families: set[Family] = set()
     for subnet in network.subnets:
         family = subnet.prefix.family
