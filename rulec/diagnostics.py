@@ -119,7 +119,9 @@ class RulecError(Exception):
     """One or more errors in the input; nothing was emitted."""
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
-        self.diagnostics = tuple(diagnostics)
+        # The same problem met by several rules at one place (generated rules share the span of
+        # what they came from) is said once.
+        self.diagnostics = tuple(dict.fromkeys(diagnostics))
         super().__init__("\n".join(d.message for d in self.diagnostics))
 
     @classmethod

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rulec import api, cli
-from rulec.diagnostics import Collector
+from rulec.diagnostics import Collector, RulecError
 from rulec.frontends.docker.state import load_files
 from rulec.kernel import KernelUnavailable, available, validate_artifact
 from tests.docker.real_dockerd import FIXTURES, read_capture
@@ -377,7 +377,12 @@ def test_what_compiles_loads_for_every_target(files: list[str],
     protocol_named = _NFT_JSON_PROTOCOL_WORDS & _bridges(paths)
     for target in api.TARGETS:
         if target == "nft-json" and protocol_named:
-            STATS["nft_json_protocol_named_skipped"] += 1  # pinned below, strict xfail
+            # nft-json cannot write these names (E0409): refused at a position, never loaded.
+            with pytest.raises(RulecError) as refused:
+                api.compile_files([], target, docker_state=paths)
+            assert {d.code for d in refused.value.diagnostics} == {"E0409"}
+            assert all(d.span is not None for d in refused.value.diagnostics)
+            STATS["nft_json_protocol_named_refused"] += 1
             continue
         artifact = api.compile_files([], target, docker_state=paths).artifact
         try:
@@ -391,8 +396,7 @@ def test_what_compiles_loads_for_every_target(files: list[str],
 
 
 # libnftables' JSON parser reads these as protocol names, not as interface names, when they
-# stand as an iifname/oifname (nft 1.0.6): the nft-json backend's defect (issue 9, section 3,
-# not fixed on this branch), reached here through a bridge name.
+# stand as an iifname/oifname (nft 1.0.6), so the nft-json backend refuses them (E0409).
 _NFT_JSON_PROTOCOL_WORDS = frozenset({"ah", "comp", "dccp", "esp", "icmp", "icmpv6", "sctp",
                                       "tcp", "udp", "udplite"})
 
@@ -404,9 +408,13 @@ def _bridges(paths: list[Path]) -> set[str]:
 
 @pytest.mark.kernel
 @pytest.mark.skipif(KERNEL is not None, reason=f"kernel tests: {KERNEL}")
-@pytest.mark.xfail(strict=True, reason="nft-json backend: an interface named like a protocol "
-                   "(issue 9, section 3) is read by libnftables as that protocol")
-def test_nft_json_loads_a_bridge_named_like_a_protocol() -> None:
+def test_a_bridge_named_like_a_protocol_is_refused_by_nft_json_only() -> None:
+    """libnftables' JSON parser reads "tcp" as the protocol whatever the field, so nft-json
+    refuses the name at the network and the docker block; nft text loads it."""
     text = 'docker {\n  network apps {\n    bridge tcp\n    subnet 192.0.2.0/24\n  }\n}\n'
-    verdict = validate_artifact(api.compile_text(text, "nft-json"))
+    with pytest.raises(RulecError) as refused:
+        api.compile_text(text, "nft-json", name="host.rules")
+    assert sorted(str(d.span) for d in refused.value.diagnostics
+                  if d.code == "E0409") == ["host.rules:1:1", "host.rules:2:11"]
+    verdict = validate_artifact(api.compile_text(text, "nft"))
     assert verdict.ok, verdict.summary()

@@ -480,7 +480,7 @@ class _NftExpansion(_CurrentExpansion):
 
     def _vmap(self, key: MapKey, purpose: str) -> list[Rule]:
         entries = tuple((_iface(n.bridge), Jump(self._name(purpose, n))) for n in self.networks)
-        return [_rule(Vmap.on(key, entries))] if entries else []
+        return [_rule(Vmap.on(key, entries), self.host.span)] if entries else []
 
     def filter_nft(self) -> list[Chain]:
         forward = [_rule(Jump(DOCKER_USER)),
