@@ -39,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_inputs(command: argparse.ArgumentParser) -> None:
     """The policy inputs `compile` and `check` share, so both read exactly the same policy."""
     command.add_argument("files", nargs="*", metavar="FILE", help=".rules files, in order "
-                         "(with --inventory: Kubernetes NetworkPolicy YAML/JSON files)")
+                         "(with --inventory: Kubernetes NetworkPolicy YAML/JSON files); - is "
+                         "standard input, as for any input file")
     command.add_argument("--inventory", metavar="CLUSTER",
                          help="compile Kubernetes NetworkPolicy files against this cluster "
                          "inventory (YAML/JSON: namespaces and pods) for a node that routes "
@@ -110,7 +111,11 @@ def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def _missing_files(files: Sequence[str]) -> None:
+    if files.count("-") > 1:
+        raise _UsageError("rulec: error: standard input (-) can be only one of the inputs")
     for name in files:
+        if name == "-":
+            continue
         path = Path(name)
         if path.is_dir():
             raise _UsageError(f"rulec: error: {name} is a directory, not a policy file")
@@ -192,7 +197,7 @@ def _compile(args: argparse.Namespace) -> int:
     # Every output is checked before the compile, so a bad path costs no compile time.
     outputs = [name for name in (args.ipset, args.output, args.ip6_output) if name is not None]
     try:
-        output.plan([(name, "") for name in outputs], named)
+        output.plan([(name, "") for name in outputs], _files(named))
     except output.OutputError as exc:
         raise _UsageError(f"rulec: error: {exc}") from exc
     result = _compile_for(args, args.target, passes=_selected_passes(args),
@@ -209,10 +214,14 @@ def _compile(args: argparse.Namespace) -> int:
         files.append((args.output, result.artifact.text))
     if result.other_family is not None:
         files.append((args.ip6_output, result.other_family.text))
-    _write_files(files, [*named, *_sources(result)])
+    _write_files(files, [*_files(named), *_sources(result)])
     if args.output is None:
         sys.stdout.write(result.artifact.text)
     return EXIT_OK
+
+
+def _files(named: list[str]) -> list[str]:
+    return [name for name in named if name != "-"]  # standard input is no file to protect
 
 
 def _sources(result: api.CompileResult) -> list[str]:

@@ -16,6 +16,7 @@ from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
 
 from rulec.diagnostics import Collector, Diagnostic, RulecError, SourceFile, Span
+from rulec.frontends import is_stdin, read_input, source_name
 from rulec.frontends.grammar import parser
 from rulec.frontends.syntax_errors import syntax_diagnostic
 from rulec.ir import nodes as ir
@@ -165,11 +166,12 @@ def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
             cycle = " -> ".join(p.name for p in [*ctx.stack[ctx.stack.index(resolved):], resolved])
             ctx.out.error("E0204", f"include cycle: {cycle}", span)
             return
-        if path.is_dir():
+        stdin = not included and is_stdin(path)
+        if not stdin and path.is_dir():
             raise ValueError("it is a directory")
-        if path.exists() and not path.is_file():
+        if not stdin and path.exists() and not path.is_file():
             raise ValueError("not a regular file")  # a device or FIFO may block or never end
-        data = path.read_bytes()
+        data = read_input(path) if not included else path.read_bytes()
     except (OSError, ValueError, RuntimeError) as exc:
         # ValueError: a NUL in the name; RuntimeError: a symlink loop (Python < 3.13).
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -182,7 +184,7 @@ def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
             ctx.out.error("E0212", f"{path} is not a policy file: it is not UTF-8 text", span,
                           "save it as UTF-8", _NOT_SHOWN)
             return
-        shown = SourceFile(str(path), data.decode("utf-8", errors="replace"))
+        shown = SourceFile(source_name(path), data.decode("utf-8", errors="replace"))
         offset = len(data[:exc.start].decode("utf-8", errors="replace"))
         ctx.out.error("E0203", f"{path} is not UTF-8: byte {data[exc.start]:#04x} cannot be "
                       "decoded", shown.span(offset, offset + 1), "save the file as UTF-8")
@@ -195,7 +197,7 @@ def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
     ctx.stack.append(resolved)
     ctx.includes += included
     try:
-        _lower_source(SourceFile(str(path), text), path.parent, ctx)
+        _lower_source(SourceFile(source_name(path), text), path.parent, ctx)
     finally:
         ctx.stack.pop()
         ctx.includes -= included

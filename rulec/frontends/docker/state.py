@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rulec.diagnostics import Collector, RulecError, SourceFile, Span
+from rulec.frontends import read_input, source_name
 from rulec.frontends.docker.json_source import JValue, parse
 from rulec.frontends.docker.model import (
     Attachment,
@@ -84,12 +85,12 @@ def load_files(paths: Sequence[Path], out: Collector) -> DockerHost | None:
     state = _State(out)
     for path in paths:
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = read_input(path).decode("utf-8")
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             out.error("E0701", f"cannot read Docker state {path}: {reason}", None)
             continue
-        source = SourceFile(str(path), text.removeprefix("\ufeff"))
+        source = SourceFile(source_name(path), text.removeprefix("\ufeff"))
         try:
             document = parse(source)
         except RulecError as exc:

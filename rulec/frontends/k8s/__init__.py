@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rulec.diagnostics import Collector, Diagnostic, SourceFile, Span
+from rulec.frontends import is_stdin, read_input, source_name
 from rulec.frontends.k8s.compiler import compile_cluster, effective_types, named_port_warnings
 from rulec.frontends.k8s.model import Inventory, Policy, read_inventory, read_policies
 from rulec.frontends.k8s.source import MAX_CHARS
@@ -27,21 +28,24 @@ class Cluster:
 
 
 def read_source(path: Path, out: Collector) -> SourceFile | None:
+    name = source_name(path)
     try:
-        if path.stat().st_size > MAX_CHARS:  # before reading it all into memory
-            out.error("E0611", f"{path} has {path.stat().st_size:,} bytes; rulec reads files "
-                      f"of up to {MAX_CHARS:,}", None)
+        size = None if is_stdin(path) else path.stat().st_size
+        data = read_input(path, MAX_CHARS) if size is None or size <= MAX_CHARS else b""
+        size = len(data) if size is None else size
+        if size > MAX_CHARS:  # a file is measured before it is read into memory
+            out.error("E0611", f"{name} has {size:,} bytes or more; rulec reads files of up "
+                      f"to {MAX_CHARS:,}", None)
             return None
-        data = path.read_bytes()
     except OSError as exc:
-        out.error("E0203", f"cannot read {path}: {exc.strerror or exc}", None)
+        out.error("E0203", f"cannot read {name}: {exc.strerror or exc}", None)
         return None
     try:
-        return SourceFile(str(path), data.decode("utf-8"))
+        return SourceFile(name, data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         # Point at the first bad byte, in the text as far as it decodes.
         offset = len(data[:exc.start].decode("utf-8"))
-        shown = SourceFile(str(path), data.decode("utf-8", errors="replace"))
+        shown = SourceFile(name, data.decode("utf-8", errors="replace"))
         out.error("E0601", f"invalid UTF-8 (byte 0x{data[exc.start]:02x}): YAML and JSON "
                   "files are UTF-8 text", shown.span(offset, offset + 1))
         return None
