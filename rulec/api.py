@@ -29,7 +29,7 @@ from rulec.ir.nodes import (
     map_rules,
 )
 from rulec.ir.values import Family
-from rulec.ir.verify import verify
+from rulec.ir.verify import verify, verify_texts
 from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
 
 if TYPE_CHECKING:
@@ -136,6 +136,8 @@ def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
     ctx = PassContext(named_sets=target in ("nft", "nft-json"))
     options = EmitOptions(noflush=noflush, ipset=ipset)
     with paused_gc():
+        for name in (target, _OTHER_FAMILY[target]) if both_families else (target,):
+            verify_texts(ruleset, get_backend(name).limits)
         ruleset, stats = run_pipeline(
             ruleset, ctx, DEFAULT_PIPELINE if passes is None else tuple(passes))
         warnings = [*ctx.warnings]

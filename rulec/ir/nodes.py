@@ -278,6 +278,9 @@ class Rule:
     comment: str | None = None
     span: Span | None = field(default=None, compare=False, repr=False)
     origins: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+    # The comments of the rules merged into this one, in order, when there are several
+    # (rulec.ir.provenance); then `comment` summarises them.
+    terms: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

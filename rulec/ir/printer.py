@@ -3,7 +3,8 @@
 Two things synthesize_sets makes have no syntax of their own: a named set prints as a `define`
 (before the tables) and `$name` where it is used, which parses back to an equal IR (names take
 no part in equality); a verdict map prints as its equivalent rules, one per entry, under a
-`# vmap on <field>:` comment line, so it parses back to rules that do the same.
+`# vmap on <field>:` comment line, so it parses back to rules that do the same. The terms
+behind each element of a merged rule's sets print as a `# terms:` comment line above it.
 """
 
 from __future__ import annotations
@@ -161,11 +162,28 @@ _MAP_WORDS = {ir.MapKey.SADDR: "from", ir.MapKey.DADDR: "to", ir.MapKey.SPORT: "
               ir.MapKey.CT_STATE: "ct state"}
 
 
+def _notes_line(rule: ir.Rule) -> list[str]:
+    """`# terms: from 10.0.0.0/24 "t1", 10.0.1.0/24 "t2"`: the terms behind each element of
+    the rule's noted sets (rulec.ir.provenance), as a comment, so the text still parses."""
+    parts = []
+    for name, word in (("saddr", "from"), ("daddr", "to"), ("sport", "sport"),
+                       ("dport", "dport")):
+        value = getattr(rule.match, name)
+        if value is None or not value.notes:
+            continue
+        elements = ([str(p) for p in value.prefixes] if isinstance(value, AddressSet) else
+                    [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges])
+        parts.append(word + " " + ", ".join(
+            f"{e} {quote(', '.join(t))}" for e, t in zip(elements, value.notes, strict=True)))
+    return [f"    # terms: {'; '.join(parts)}"] if parts else []
+
+
 def _rule_lines(rule: ir.Rule) -> list[str]:
     if not isinstance(rule.action, ir.Vmap):
-        return [f"    {rule_text(rule)}"]
+        return [*_notes_line(rule), f"    {rule_text(rule)}"]
     return [f"    # vmap on {' . '.join(_MAP_WORDS[k] for k in rule.action.keys)}:",
-            *(f"    {rule_text(r)}" for r in ir.vmap_rules(rule))]
+            *(line for r in ir.vmap_rules(rule)
+              for line in (*_notes_line(r), f"    {rule_text(r)}"))]
 
 
 def print_ruleset(ruleset: ir.Ruleset) -> str:

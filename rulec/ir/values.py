@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_PORT = 65535
 _IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(/[0-9]{1,2})?\Z")
@@ -97,6 +99,31 @@ def _prefix_key(prefix: Prefix) -> tuple[int, int, int]:
     return prefix.sort_key
 
 
+# The terms (source rules' comments) an element of a set comes from, in order, each once.
+Terms = tuple[str, ...]
+
+
+def join_terms(*groups: Terms) -> Terms:
+    """The terms of every group, in order of first appearance, each once."""
+    if len(groups) == 1:
+        return groups[0]
+    return tuple(dict.fromkeys(t for group in groups for t in group))
+
+
+def _canonical_noted(elements: tuple[Any, ...], notes: tuple[Terms, ...],
+                     key: Callable[[Any], Any] | None) -> tuple[tuple[Any, ...], tuple[Terms, ...]]:
+    """Elements sorted and deduplicated as usual, each element's notes following it (an
+    element given twice keeps the terms of both)."""
+    if len(notes) != len(elements):
+        raise ValueError(f"{len(notes)} notes for {len(elements)} elements")
+    by_element: dict[Any, Terms] = {}
+    for element, terms in zip(elements, notes, strict=True):
+        seen = by_element.get(element)
+        by_element[element] = terms if seen is None else join_terms(seen, terms)
+    order = tuple(sorted(by_element, key=key))
+    return order, tuple(by_element[e] for e in order)
+
+
 @dataclass(frozen=True, slots=True)
 class AddressSet:
     """A set of prefixes, possibly of both families; `negated` matches everything else.
@@ -109,8 +136,16 @@ class AddressSet:
     prefixes: tuple[Prefix, ...]
     negated: bool = False
     name: str | None = field(default=None, compare=False)
+    # Provenance (rulec.ir.provenance): the terms behind each prefix, aligned with
+    # `prefixes`; empty when every prefix comes from all of the rule's terms.
+    notes: tuple[Terms, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        if self.notes:
+            prefixes, notes = _canonical_noted(self.prefixes, self.notes, _prefix_key)
+            object.__setattr__(self, "prefixes", prefixes)
+            object.__setattr__(self, "notes", notes)
+            return
         canonical = tuple(sorted(set(self.prefixes), key=_prefix_key))
         if canonical != self.prefixes:
             object.__setattr__(self, "prefixes", canonical)
@@ -121,6 +156,11 @@ class AddressSet:
 
     def restrict(self, family: Family) -> AddressSet:
         """The prefixes of one family (same negation); may be empty."""
+        if self.notes:
+            kept = [(p, n) for p, n in zip(self.prefixes, self.notes, strict=True)
+                    if p.family is family]
+            return AddressSet(tuple(p for p, _ in kept), self.negated,
+                              notes=tuple(n for _, n in kept))
         return AddressSet(tuple(p for p in self.prefixes if p.family is family), self.negated)
 
     def contains(self, family: Family, address: int) -> bool:
@@ -140,11 +180,17 @@ class PortSet:
     ranges: tuple[tuple[int, int], ...]
     negated: bool = False
     name: str | None = field(default=None, compare=False)
+    notes: tuple[Terms, ...] = field(default=(), compare=False)  # as for AddressSet
 
     def __post_init__(self) -> None:
         for low, high in self.ranges:
             if not 0 <= low <= high <= MAX_PORT:
                 raise ValueError(f"bad port range {low}-{high}")
+        if self.notes:
+            ranges, notes = _canonical_noted(self.ranges, self.notes, None)
+            object.__setattr__(self, "ranges", ranges)
+            object.__setattr__(self, "notes", notes)
+            return
         canonical = tuple(sorted(set(self.ranges)))
         if canonical != self.ranges:
             object.__setattr__(self, "ranges", canonical)

@@ -110,6 +110,18 @@ def verify(ruleset: Ruleset, limits: TargetLimits | None = None) -> tuple[Diagno
     return out.warnings
 
 
+def verify_texts(ruleset: Ruleset, limits: TargetLimits) -> None:
+    """Raise RulecError for every comment or log prefix the target cannot carry, on the rules
+    as written: the optimiser joins the comments of merged rules, and an error must point at
+    the rule whose text it is."""
+    out = Collector()
+    for table in ruleset.tables:
+        for chain in table.chains:
+            for rule in chain.rules:
+                _verify_rule_limits(rule, limits, out)
+    out.raise_if_errors()
+
+
 def check(ruleset: Ruleset, limits: TargetLimits | None = None) -> None:
     """verify() for callers that only want the exception."""
     verify(ruleset, limits)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rulec.ir.nodes import Chain, Rule, Ruleset, Table, map_rules
 from rulec.ir.values import AddressSet, PortSet, Prefix
-from rulec.passes.analysis import collapse_prefixes, collapse_ranges
+from rulec.passes.analysis import collapse_prefixes, collapse_ranges, noted_addresses, noted_ports
 from rulec.passes.context import PassContext
 
 
@@ -24,6 +24,8 @@ def aggregate_addresses(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
     original dport) to the fewest prefixes or ranges covering the same values.
 
     Preserves the set of values each field matches, hence every match and every rule; a
+    set whose elements name their terms (rulec.ir.provenance) joins adjacent elements only
+    where their terms are the same, so each still names its own. A
     negated set keeps its negation (the complement of the same union). Never refuses, but
     changes nothing already minimal, and never turns a set into "any": a set that covers a
     whole family stays a /0.
@@ -48,6 +50,12 @@ def _rule(_table: Table, _chain: Chain, rule: Rule) -> tuple[Rule, ...]:
         addresses: AddressSet | None = getattr(m, name)
         if addresses is not None and len(addresses.prefixes) > 1 and not _minimal(
                 addresses.prefixes):
+            if addresses.notes:  # keep each element's terms (analysis.collapse_noted)
+                noted = noted_addresses((addresses,), (addresses.notes,))
+                if noted.prefixes != addresses.prefixes:
+                    changes[name] = replace(noted, negated=addresses.negated,
+                                            name=addresses.name)
+                continue
             collapsed = collapse_prefixes(addresses.prefixes)
             if collapsed != addresses.prefixes:
                 changes[name] = AddressSet(collapsed, addresses.negated, addresses.name)
@@ -55,6 +63,11 @@ def _rule(_table: Table, _chain: Chain, rule: Rule) -> tuple[Rule, ...]:
         ports: PortSet | None = getattr(m, name)
         if ports is not None and len(ports.ranges) > 1 and any(
                 low <= high + 1 for (_, high), (low, _) in pairwise(ports.ranges)):
+            if ports.notes:
+                noted_set = noted_ports((ports,), (ports.notes,))
+                if noted_set.ranges != ports.ranges:
+                    changes[name] = replace(noted_set, negated=ports.negated, name=ports.name)
+                continue
             merged = collapse_ranges(ports.ranges)
             if merged != ports.ranges:
                 changes[name] = PortSet(merged, ports.negated, ports.name)

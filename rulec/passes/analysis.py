@@ -24,6 +24,7 @@ from rulec.ir.nodes import (
     vmap_rules,
 )
 from rulec.ir.nodes import targets as action_targets
+from rulec.ir.provenance import element_terms, merged_terms, summary, terms_of
 from rulec.ir.values import (
     MAX_PORT,
     TCP,
@@ -40,6 +41,8 @@ from rulec.ir.values import (
     Prefix,
     TcpFlag,
     TcpFlags,
+    Terms,
+    join_terms,
 )
 
 Interval = tuple[int, int]  # inclusive
@@ -112,6 +115,48 @@ def collapse_prefixes(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
         for low, high in merge_intervals(by_family.get(family, ())):
             out.extend(prefixes_of(family, low, high))
     return tuple(out)
+
+
+def collapse_noted(items: Iterable[tuple[int, int, Terms]]) -> list[tuple[int, int, Terms]]:
+    """Intervals with their terms, joined as merge_intervals joins them, except that adjacent
+    intervals join only if their terms are the same: an element then still names exactly
+    the terms it comes from. Overlapping ones must join (nft refuses overlapping elements);
+    the join keeps the terms of both."""
+    out: list[list[Any]] = []
+    for low, high, terms in sorted(items, key=lambda item: (item[0], -item[1])):
+        if out and low <= out[-1][1]:
+            last = out[-1]
+            last[1] = max(last[1], high)
+            last[2] = join_terms(last[2], terms)
+        elif out and low == out[-1][1] + 1 and out[-1][2] == terms:
+            out[-1][1] = high
+        else:
+            out.append([low, high, terms])
+    return [(low, high, terms) for low, high, terms in out]
+
+
+def noted_addresses(values: Sequence[AddressSet], terms: Sequence[Sequence[Terms]]) -> AddressSet:
+    """The union of non-negated address sets, each element with its terms (`terms[i]` aligned
+    with `values[i]`'s prefixes), collapsed by collapse_noted."""
+    prefixes: list[Prefix] = []
+    notes: list[Terms] = []
+    for family in (Family.IP, Family.IP6):
+        items = [(p.first, p.last, t) for v, ts in zip(values, terms, strict=True)
+                 for p, t in zip(v.prefixes, ts, strict=True) if p.family is family]
+        for low, high, t in collapse_noted(items):
+            for p in prefixes_of(family, low, high):
+                prefixes.append(p)
+                notes.append(t)
+    return AddressSet(tuple(prefixes), notes=tuple(notes))
+
+
+def noted_ports(values: Sequence[PortSet], terms: Sequence[Sequence[Terms]]) -> PortSet:
+    """noted_addresses() for port sets."""
+    items = [(low, high, t) for v, ts in zip(values, terms, strict=True)
+             for (low, high), t in zip(v.ranges, ts, strict=True)]
+    joined = collapse_noted(items)
+    return PortSet(tuple((low, high) for low, high, _ in joined),
+                   notes=tuple(t for _, _, t in joined))
 
 
 def collapse_ranges(ranges: Iterable[Interval]) -> tuple[Interval, ...]:
@@ -407,7 +452,12 @@ def merge_rules(ruleset: Ruleset, fields: tuple[str, ...]) -> Ruleset:
     in one of `fields` (both sets non-negated, neither rule rate-limited) where may_merge()
     allows; the merged rule gets the union, keeps the earlier rule's span and lists the later
     one's in `origins`. Sweeps the fields in turn until none merges anything; returns
-    `ruleset` itself if nothing merged."""
+    `ruleset` itself if nothing merged.
+
+    On address and port fields, rules whose comments differ merge too (both commented, or
+    neither): the merged rule keeps every term (rulec.ir.provenance), each element of its
+    sets names the terms it comes from, and its comment summarises them. Other fields
+    (icmp types) merge only rules with the same comment."""
     tables = []
     for table in ruleset.tables:
         setting = mark_setting_chains(table)  # merging never changes which chains set marks
@@ -466,6 +516,78 @@ class _Group:
 # The fields that make two rules equal (span and origins do not): a rule's group key is them
 # with the merged field left out, a tuple being far cheaper to build than a rule.
 _RULE_REST = attrgetter(*(f.name for f in fields(Rule) if f.compare and f.name != "match"))
+# Fields whose elements carry notes: rules merging on them may differ in their comments.
+NOTED_FIELDS = ("saddr", "daddr", "sport", "dport")
+_RULE_REST_UNCOMMENTED = attrgetter(
+    *(f.name for f in fields(Rule) if f.compare and f.name not in ("match", "comment")))
+
+
+def _group_rest(field_name: str) -> Callable[[Rule], tuple[Any, ...]]:
+    if field_name not in NOTED_FIELDS:
+        return _RULE_REST
+    return lambda rule: (_RULE_REST_UNCOMMENTED(rule), rule.comment is None)
+
+
+def merge_provenance(rules: Sequence[Rule], field_name: str,
+                     merged: AddressSet | PortSet) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For `rules` (the head first) merging on `field_name` into `merged`: the match changes
+    and rule changes that carry their terms (rulec.ir.provenance). Nothing if none has a
+    comment."""
+    if all(r.comment is None for r in rules):
+        return {field_name: merged}, {}
+    terms = merged_terms(rules)
+    own = [terms_of(r) for r in rules]
+    match: dict[str, Any] = {}
+    for name in NOTED_FIELDS:
+        values = [getattr(r.match, name) for r in rules]
+        if name != field_name and not any(v is not None and v.notes for v in values):
+            continue  # every element from all the terms: no notes needed
+        if name == field_name:
+            per = [element_terms(v, t) for v, t in zip(values, own, strict=True)]
+            value: Any = (noted_addresses(values, per) if isinstance(merged, AddressSet)
+                          else noted_ports(values, per))
+        else:
+            value = joined_notes(values, own)
+        if all(t == terms for t in value.notes):
+            value = replace(value, notes=())
+        match[name] = value
+    return match, merged_comment(terms)
+
+
+def merged_comment(terms: Terms) -> dict[str, Any]:
+    """The Rule fields of a rule standing for `terms`."""
+    return {"comment": summary(terms), "terms": terms if len(terms) > 1 else ()}
+
+
+def joined_notes(values: Sequence[Any], own: Sequence[Terms]) -> Any:
+    """Equal sets (up to notes) of rules with terms `own`, as one set whose elements name
+    the terms of every rule's element."""
+    per = [element_terms(v, t) for v, t in zip(values, own, strict=True)]
+    return replace(values[0], notes=tuple(join_terms(*column) for column in zip(*per, strict=True)))
+
+
+def carried_notes(piece: Any, source: Any, default: Terms) -> Any:
+    """`piece` (a set inside `source`, e.g. what is left of it after a cut) with each element
+    naming the terms of the elements of `source` it overlaps; `default` for an unnoted
+    source."""
+    terms = element_terms(source, default)
+    spans: list[tuple[Family | None, int, int]]
+    wanted: list[tuple[Family | None, int, int]]
+    if isinstance(source, AddressSet):
+        spans = [(p.family, p.first, p.last) for p in source.prefixes]
+        wanted = [(p.family, p.first, p.last) for p in piece.prefixes]
+    else:
+        spans = [(None, low, high) for low, high in source.ranges]
+        wanted = [(None, low, high) for low, high in piece.ranges]
+    exact = dict(zip(spans, terms, strict=True))
+    notes = []
+    for family, low, high in wanted:
+        found = exact.get((family, low, high))
+        if found is None:  # cut from a larger element (rare): every element it overlaps
+            found = join_terms(*(t for (f, lo, hi), t in zip(spans, terms, strict=True)
+                                 if f is family and lo <= high and low <= hi))
+        notes.append(found)
+    return replace(piece, notes=tuple(notes))
 
 
 @functools.cache
@@ -485,6 +607,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     out: list[Rule] = []
     groups: dict[tuple[Any, ...], _Group] = {}  # rule without the field -> its group
     match_rest = _match_rest(field_name)
+    rule_rest = _group_rest(field_name)
     keys: dict[int, Match] = {}  # head -> its group's key
     members: dict[int, list[Rule]] = {}  # head -> every rule merged into it, in order
     pending: dict[int, int] = {}  # head -> how many of its members are not yet in its set
@@ -496,10 +619,14 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
             head, new = out[j], members[j][-count:]
             union: dict[str, Any] = {
                 field_name: _union([getattr(r.match, field_name) for r in (head, *new)])}
+            rule_changes: dict[str, Any] = {}
+            if field_name in NOTED_FIELDS:
+                union, rule_changes = merge_provenance((head, *new), field_name,
+                                                       union[field_name])
             origins = [o for r in new for o in ((r.span,) if r.span is not None else ())
                        + r.origins]
             out[j] = replace(head, match=replace(head.match, **union),
-                             origins=(*head.origins, *origins))
+                             origins=(*head.origins, *origins), **rule_changes)
         return out[j]
 
     def widened_blockers(group: _Group) -> list[int]:
@@ -528,7 +655,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         if value is None or value.negated or rule.match.limit is not None:
             out.append(rule)
             continue
-        key = (match_rest(rule.match), _RULE_REST(rule))
+        key = (match_rest(rule.match), rule_rest(rule))
         group = groups.get(key)
         if group is not None:
             if group.key is None:

@@ -60,13 +60,18 @@ from rulec.ir.nodes import (
     Vmap,
     keyed,
 )
+from rulec.ir.provenance import merged_terms, terms_of
 from rulec.ir.values import AddressSet, CtState, CtStates, Family, Interface, PortSet
 from rulec.passes.analysis import (
+    NOTED_FIELDS,
+    carried_notes,
     disjoint,
+    joined_notes,
     mark_setting_chains,
     may_merge,
     may_pass,
     merge_intervals,
+    merged_comment,
     prefixes_of,
     sets_mark,
 )
@@ -103,16 +108,17 @@ def synthesize_sets(ruleset: Ruleset, ctx: PassContext) -> Ruleset:
     """Verdict maps and named sets (module docstring), for targets that have them
     (`ctx.named_sets`); returns `ruleset` itself otherwise or when nothing qualifies.
 
-    Verdict maps: rules of one chain with the same match but for one key field (in, out,
-    from, to, sport, dport, ct state), no statements, no rate limit, the same comment and a map
-    verdict (accept, drop, return, jump, goto) become one rule `<key> vmap { ... }` at the
-    place of the first of them. First-match order is kept exactly: a later rule joins only if
-    every rule it moves past is disjoint from it or ends the walk with the same action
-    (analysis.may_merge's condition, marks included). Key values that overlap an earlier
-    entry are resolved as the chain did: the part an earlier accept, drop, return or goto
-    already decided is cut from the later entry; an overlap with an earlier jump (the packet
-    comes back and goes on) refuses the rule. Interface keys must be exact names, address
-    keys of one family, nothing negated.
+    Verdict maps: rules of one chain with the same match but for one key field (in, out, from,
+    to, sport, dport, ct state), no statements, no rate limit, a map verdict (accept, drop,
+    return, jump, goto) and the same comment (on address and port keys: each a comment, or none;
+    every entry then names its terms, rulec.ir.provenance) become one rule `<key> vmap { ... }`
+    at the place of the first of them. First-match order is kept exactly: a later rule joins
+    only if every rule it moves past is disjoint from it or ends the walk with the same action
+    (analysis.may_merge's condition, marks included). Key values that overlap an earlier entry
+    are resolved as the chain did: the part an earlier accept, drop, return or goto already
+    decided is cut from the later entry; an overlap with an earlier jump (the packet comes back
+    and goes on) refuses the rule. Interface keys must be exact names, address keys of one
+    family, nothing negated.
 
     Concatenated maps come first, under the same order rule: rules equal but for two key
     fields holding unnamed values of at most LARGE_SET elements together; a pair that
@@ -180,9 +186,9 @@ def _table(table: Table, limits: Thresholds) -> Table:
 # Verdict maps
 
 _VERDICTS = (Accept, Drop, Return, Jump, Goto)
-# (key, address family or None, the match without the key, comment): rules with equal
+# (key, address family or None, the match without the key, _group_comment): rules with equal
 # group keys differ only in the key field.
-_GroupKey = tuple[MapKey, Family | None, Match, str | None]
+_GroupKey = tuple[MapKey, Family | None, Match, str | bool | None]
 
 
 @dataclass(slots=True, eq=False)
@@ -252,10 +258,11 @@ def _scan(rules: Sequence[Rule], blocked: set[int],
             if slot.key is None:
                 slot.key, slot.rest, slot.taken, slot.group = key, group[2], taken, group
                 first = slot.members[0]
-                slot.entries = [(_plain(getattr(first.match, key.value)), _verdict(first))]
+                source = _plain(getattr(first.match, key.value))
+                slot.entries = [(_noted(source, first, source), _verdict(first))]
             taken.add(cut, intervals, isinstance(rule.action, Jump))
             slot.members.append(rule)
-            slot.entries.append((cut, rule.action))
+            slot.entries.append((_noted(cut, rule, value), rule.action))
             slot.positions.append(position)
             slot.sets_mark = slot.sets_mark or sets_mark(rule, setting)
             break
@@ -277,6 +284,45 @@ def _plain(value: Any) -> MapValue:
     if isinstance(value, AddressSet | PortSet) and value.name is not None:
         return replace(value, name=None)
     return value
+
+
+def _noted(value: MapValue, rule: Rule, source: MapValue) -> MapValue:
+    """An entry's value (`source`, the rule's, or what a cut left of it) naming the terms
+    of its elements, if the rule has any (rulec.ir.provenance)."""
+    if rule.comment is None or not isinstance(value, AddressSet | PortSet):
+        return value
+    noted: MapValue = carried_notes(value, source, terms_of(rule))
+    return noted
+
+
+def _group_comment(keys: Sequence[MapKey], rule: Rule) -> str | bool | None:
+    """What of the comment a map group keeps equal: on address and port keys, whose entries
+    name their terms, only whether there is one; on other keys the comment itself."""
+    if all(k.value in NOTED_FIELDS for k in keys):
+        return rule.comment is None
+    return rule.comment
+
+
+def _map_rule(members: Sequence[Rule], keys: Sequence[MapKey], rest: Match,
+              action: Vmap) -> Rule:
+    """The rule a map's members become: the first, testing `rest` and acting as the map;
+    its comment and terms stand for every member's, and the sets `rest` holds name the terms
+    of every member's elements."""
+    first = members[0]
+    rule_changes: dict[str, Any] = {}
+    if any(r.comment is not None for r in members):
+        own = [terms_of(r) for r in members]
+        rule_changes = merged_comment(merged_terms(members))
+        changes = {}
+        for name in NOTED_FIELDS:
+            values = [getattr(r.match, name) for r in members]
+            if name in {k.value for k in keys} or values[0] is None:
+                continue
+            if len(set(own)) > 1 or any(v.notes for v in values):
+                changes[name] = joined_notes(values, own)
+        if changes:
+            rest = replace(rest, **changes)
+    return replace(first, match=rest, action=action, origins=_origins(members), **rule_changes)
 
 
 def _key_values(rule: Rule) -> list[tuple[MapKey, Family | None, MapValue]]:
@@ -305,7 +351,7 @@ def _group_keys(rule: Rule) -> Iterable[tuple[MapKey, _GroupKey, MapValue]]:
     """The ways `rule` could be a map entry: one per key field it tests suitably."""
     for key, family, value in _key_values(rule):
         rest = replace(rule.match, **{key.value: None})
-        yield key, (key, family, rest, rule.comment), value
+        yield key, (key, family, rest, _group_comment((key,), rule)), value
 
 
 class _Taken:
@@ -441,8 +487,7 @@ def _may_move(between: Sequence[_Slot], later: Rule, group: _GroupKey,
 def _slot_rule(slot: _Slot) -> Rule:
     if slot.key is None or slot.rest is None:
         return slot.members[0]
-    return replace(slot.members[0], match=slot.rest, action=Vmap.on(slot.key, slot.entries),
-                   origins=_origins(slot.members))
+    return _map_rule(slot.members, (slot.key,), slot.rest, Vmap.on(slot.key, slot.entries))
 
 
 def _origins(members: Sequence[Rule]) -> tuple[Span, ...]:
@@ -458,8 +503,8 @@ def _origins(members: Sequence[Rule]) -> tuple[Span, ...]:
 # --------------------------------------------------------------------------------------------
 # Concatenated maps: rules equal but for two key fields (`saddr . dport vmap { ... }`)
 
-# (the two keys, their address families, the match without them, comment)
-_PairGroup = tuple[MapKey, MapKey, Family | None, Family | None, Match, str | None]
+# (the two keys, their address families, the match without them, _group_comment)
+_PairGroup = tuple[MapKey, MapKey, Family | None, Family | None, Match, str | bool | None]
 
 
 class _PairIndex:
@@ -522,7 +567,7 @@ def _pair_groups(rule: Rule) -> list[tuple[_PairGroup, MapValue, MapValue]]:
         if _elements(v1) * _elements(v2) > LARGE_SET:
             continue
         rest = replace(rule.match, **{k1.value: None, k2.value: None})
-        out.append(((k1, k2, f1, f2, rest, rule.comment), v1, v2))
+        out.append(((k1, k2, f1, f2, rest, _group_comment((k1, k2), rule)), v1, v2))
     return out
 
 
@@ -590,18 +635,22 @@ def _rules_after(slots: Sequence[_PairSlot], index: int) -> list[Rule] | None:
 
 def _pair_rule(slot: _PairSlot, group: _PairGroup) -> Rule:
     k1, k2, _, _, rest, _ = group
-    first, origins = slot.members[0], _origins(slot.members)
-    entries = tuple(((_plain(getattr(r.match, k1.value)), _plain(getattr(r.match, k2.value))),
-                     _verdict(r)) for r in slot.members)
+    members = slot.members
+    entries = tuple(((_noted(v1 := _plain(getattr(r.match, k1.value)), r, v1),
+                      _noted(v2 := _plain(getattr(r.match, k2.value)), r, v2)), _verdict(r))
+                    for r in members)
     # One key the same in every entry reads better as a plain match and a one-key map.
     for same, varying in ((0, 1), (1, 0)):
         if len({values[same] for values, _ in entries}) == 1:
-            fixed: dict[str, Any] = {(k1, k2)[same].value: entries[0][0][same]}
-            return replace(first, match=replace(rest, **fixed),
-                           action=Vmap.on((k1, k2)[varying],
-                                          ((values[varying], v) for values, v in entries)),
-                           origins=origins)
-    return replace(first, match=rest, action=Vmap((k1, k2), entries), origins=origins)
+            value = entries[0][0][same]
+            if isinstance(value, AddressSet | PortSet) and value.notes:
+                value = joined_notes([values[same] for values, _ in entries],
+                                     [terms_of(r) for r in members])
+            fixed: dict[str, Any] = {(k1, k2)[same].value: value}
+            return _map_rule(members, (k1, k2), replace(rest, **fixed),
+                             Vmap.on((k1, k2)[varying],
+                                     ((values[varying], v) for values, v in entries)))
+    return _map_rule(members, (k1, k2), rest, Vmap((k1, k2), entries))
 
 
 # --------------------------------------------------------------------------------------------
