@@ -5,7 +5,8 @@ load time, what `nft -o` achieves on rulec's unoptimised output, and rules per p
 
 Policies: (a) a 200-rule sidecar-style mesh policy where most rules differ only in port, (b) a
 generated 10k-rule policy whose rules share 50 source address groups, (c) every
-examples/*.rules, (d) 1k allow-list terms on distinct (source, port) pairs. The passes are
+examples/*.rules, (d) 1k allow-list terms on distinct (source, port) pairs, (e) a mesh of
+200 flows that differ in source, destination and port at once, a comment each. The passes are
 DEFAULT_PIPELINE as registered when this runs. Everything is measured in one run (so ratios are
 comparable on a shared machine); times are medians of --repeat runs. Kernel columns load into
 fresh throwaway namespaces (needs root and nft).
@@ -74,6 +75,23 @@ def mesh_policy(rules: int = 200) -> str:
             if count >= rules:
                 break
     out += ["    reject", "  }", "}"]
+    return "\n".join(out) + "\n"
+
+
+def mesh3_policy(rules: int = 200) -> str:
+    """A mesh policy whose rules differ in source, destination and port at once: each of 40
+    (client, server) pairs of distinct hosts on its own port, as a service-mesh generator
+    writes them one flow per rule with a comment; a quarantine deny in the middle overlaps
+    some flows. `nft -o` merges these into three-field concatenations."""
+    out = ["table ip filter {", "  chain FORWARD policy drop {",
+           "    accept ct state established,related"]
+    for i in range(rules):
+        if i == rules // 2:
+            out.append('    drop from 10.40.3.0/24 comment "quarantine"')
+        client, server = f"10.40.{i % 7}.{10 + i}", f"10.50.{i % 5}.{20 + i % 50}"
+        out.append(f"    accept tcp from {client} to {server} dport {2000 + i} "
+                   f'comment "flow {i}"')
+    out += ["  }", "}"]
     return "\n".join(out) + "\n"
 
 
@@ -273,7 +291,7 @@ def main() -> None:
         print(f"kernel columns skipped: {kernel.reason}", file=sys.stderr)
     policies = [("a: mesh-200", mesh_policy()), (f"b: groups-{args.size // 1000}k",
                                                  grouped_policy(args.size)),
-                ("d: pairs-1k", pairs_policy())]
+                ("d: pairs-1k", pairs_policy()), ("e: mesh3-200", mesh3_policy())]
     policies += [(f"c: {p.stem}", p.read_text(encoding="utf-8"))
                  for p in sorted((ROOT / "examples").glob("*.rules"))]
     print(f"pipeline: {', '.join(DEFAULT_PIPELINE)}")

@@ -210,7 +210,7 @@ class MapKey(enum.Enum):
 # What a verdict map entry holds: a non-negated value of its key's field, and a verdict.
 MapValue = AddressSet | PortSet | Interface | CtStates
 MapVerdict = Accept | Drop | Return | Jump | Goto
-# A map entry's values, one per key field: a concatenation (`a . b`) when there are two.
+# A map entry's values, one per key field: a concatenation (`a . b . c`) when there are more.
 MapValues = tuple[MapValue, ...]
 
 
@@ -232,8 +232,8 @@ def _entry_key(entry: tuple[MapValues, MapVerdict]) -> tuple[object, ...]:
 class Vmap:
     """A verdict map (nft `vmap`), made by synthesize_sets: the entry whose values hold the
     packet's `keys` fields acts as the rule `<key> <value> ... <verdict>` would; no entry, the
-    next rule. One key is a plain map; two are a concatenation (nft `a . b vmap`), where an
-    entry needs both to match. Entries are disjoint (verify checks it), so their order does
+    next rule. One key is a plain map; more are a concatenation (nft `a . b vmap`), where an
+    entry needs all of them to match. Entries are disjoint (verify checks it), so their order does
     not matter and is canonical; the rule's own match must leave the keys unconstrained."""
 
     keys: tuple[MapKey, ...]

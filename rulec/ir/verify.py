@@ -452,22 +452,48 @@ _KEY_TYPES: dict[MapKey, type] = {
 
 def _verify_vmap(table: Table, chain: Chain, rule: Rule, vmap: Vmap, proto: int | None,
                  out: Collector) -> None:
-    """One or two distinct keys, free in the rule's match; entries of the keys' types,
-    non-negated, non-empty and pairwise disjoint; the same interface and protocol rules as a
-    plain match."""
+    """Distinct keys (MAX_CONCAT_BYTES in all), free in the rule's match; entries of the
+    keys' types, non-negated, non-empty and pairwise disjoint; the same interface and
+    protocol rules as a plain match."""
     span = rule.span
     if not vmap.entries:
         out.error("E0310", "verdict map has no entries, so the rule can never match", span)
         return
-    if not 1 <= len(vmap.keys) <= 2 or len(set(vmap.keys)) != len(vmap.keys) or any(
+    if not vmap.keys or len(set(vmap.keys)) != len(vmap.keys) or any(
             len(values) != len(vmap.keys) for values, _ in vmap.entries):
-        out.error("E0317", "a verdict map needs one or two distinct keys, and each entry a "
-                  "value per key", span)
+        out.error("E0317", "a verdict map needs distinct keys, and each entry a value per key",
+                  span)
+        return
+    if concat_bytes(vmap) > MAX_CONCAT_BYTES:
+        out.error("E0317", f"a verdict map's key is {concat_bytes(vmap)} bytes; nft allows "
+                  f"{MAX_CONCAT_BYTES}", span)
         return
     for index in range(len(vmap.keys)):
         _verify_map_key(table, chain, rule, vmap, index, proto, out)
     if not _entries_disjoint(vmap):
         out.error("E0317", "verdict map entries overlap, so their order would matter", span)
+
+
+# nft holds a concatenated key in 16 32-bit registers; each field takes whole registers.
+MAX_CONCAT_BYTES = 64
+
+
+def key_bytes(key: MapKey, family: Family | None) -> int:
+    """What one field of a concatenation takes: 16 bytes for an interface name or an IPv6
+    address, one 4-byte register for the rest (an IPv4 address, a port, the ct state)."""
+    if key in (MapKey.IIFNAME, MapKey.OIFNAME):
+        return 16
+    return 16 if key in (MapKey.SADDR, MapKey.DADDR) and family is Family.IP6 else 4
+
+
+def concat_bytes(vmap: Vmap) -> int:
+    """The bytes of a map's key (key_bytes of each field)."""
+    size = 0
+    for index, key in enumerate(vmap.keys):
+        ip6 = any(isinstance(v := values[index], AddressSet) and Family.IP6 in v.families
+                  for values, _ in vmap.entries)
+        size += key_bytes(key, Family.IP6 if ip6 else None)
+    return size
 
 
 def _verify_map_key(table: Table, chain: Chain, rule: Rule, vmap: Vmap, index: int,
@@ -543,21 +569,23 @@ def _meet(a: list[Span3], b: list[Span3]) -> bool:
 
 
 def _entries_disjoint(vmap: Vmap) -> bool:
-    """No packet matches two entries: with one key, no two share a value; with two, no two
-    share values in both. A sweep over one key's intervals, so near-linear when its values
-    rarely overlap (it sweeps the key with more distinct values)."""
+    """No packet matches two entries: with one key, no two share a value; with more, no two
+    share values in every key. A sweep over one key's intervals, so near-linear when its
+    values rarely overlap (it sweeps the key with the most distinct values)."""
     names: dict[str, int] = {}
     table = [[_spans(v, names) for v in values] for values, _ in vmap.entries]
     if len(vmap.keys) == 1:
         intervals = sorted(s for row in table for s in row[0])
         return all(a[0] != b[0] or a[2] < b[1] for a, b in itertools.pairwise(intervals))
-    first = max((0, 1), key=lambda i: len({tuple(row[i]) for row in table}))
-    other = 1 - first
+    columns = range(len(vmap.keys))
+    first = max(columns, key=lambda i: len({tuple(row[i]) for row in table}))
+    others = [i for i in columns if i != first]
     points = sorted((s, n) for n, row in enumerate(table) for s in row[first])
     active: list[tuple[Span3, int]] = []
     for span, n in points:
         active = [(a, m) for a, m in active if a[0] == span[0] and a[2] >= span[1]]
-        if any(m != n and _meet(table[m][other], table[n][other]) for _, m in active):
+        if any(m != n and all(_meet(table[m][i], table[n][i]) for i in others)
+               for _, m in active):
             return False
         active.append((span, n))
     return True

@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,7 @@ from rulec.ir.nodes import (
 )
 from rulec.ir.provenance import merged_terms, terms_of
 from rulec.ir.values import AddressSet, CtState, CtStates, Family, Interface, PortSet
+from rulec.ir.verify import MAX_CONCAT_BYTES, key_bytes
 from rulec.passes.analysis import (
     NOTED_FIELDS,
     carried_notes,
@@ -501,36 +503,40 @@ def _origins(members: Sequence[Rule]) -> tuple[Span, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# Concatenated maps: rules equal but for two key fields (`saddr . dport vmap { ... }`)
+# Concatenated maps: rules equal but for two or more key fields
+# (`ip saddr . ip daddr . tcp dport vmap { ... }`)
 
-# (the two keys, their address families, the match without them, _group_comment)
-_PairGroup = tuple[MapKey, MapKey, Family | None, Family | None, Match, str | bool | None]
+# (the keys, their address families, the match without them, _group_comment)
+_PairGroup = tuple[tuple[MapKey, ...], tuple[Family | None, ...], Match, str | bool | None]
 
-
-class _PairIndex:
-    """The entries of a forming two-key map, to tell whether a new pair overlaps one: pairs
-    are grouped by their exact first value; first values that differ must not overlap (else
-    the new pair stays a rule, which is always safe), and the second values under one first
-    value must not either. Logarithmic per pair, like _Taken."""
+class _ConcatIndex:
+    """The entries of a forming concatenated map, to tell whether a new entry overlaps one:
+    entries are grouped by their exact first value; first values that differ must not
+    overlap (else the new entry stays a rule, which is always safe), and under one first
+    value the rest of the entries must not either, by the same rule one field on.
+    Logarithmic per field, like _Taken."""
 
     __slots__ = ("by_first", "firsts")
 
     def __init__(self) -> None:
         self.firsts = _Taken()
-        self.by_first: dict[MapValue, _Taken] = {}
+        self.by_first: dict[MapValue, _ConcatIndex | None] = {}
 
-    def fits(self, first: MapValue, second: MapValue) -> bool:
-        seconds = self.by_first.get(first)
-        if seconds is not None:
-            return not seconds.meets(second, _spans(second))
+    def fits(self, values: Sequence[MapValue]) -> bool:
+        first = values[0]
+        if first in self.by_first:
+            rest = self.by_first[first]
+            return rest is not None and rest.fits(values[1:])
         return not self.firsts.meets(first, _spans(first))
 
-    def add(self, first: MapValue, second: MapValue) -> None:
-        seconds = self.by_first.get(first)
-        if seconds is None:
+    def add(self, values: Sequence[MapValue]) -> None:
+        first = values[0]
+        if first not in self.by_first:
             self.firsts.add(first, _spans(first), False)
-            seconds = self.by_first[first] = _Taken()
-        seconds.add(second, _spans(second), False)
+            self.by_first[first] = _ConcatIndex() if len(values) > 1 else None
+        rest = self.by_first[first]
+        if rest is not None:
+            rest.add(values[1:])
 
 
 def _spans(value: MapValue) -> list[tuple[int, int]]:
@@ -541,7 +547,7 @@ def _spans(value: MapValue) -> list[tuple[int, int]]:
 class _PairSlot:
     members: list[Rule]
     group: _PairGroup | None = None
-    index: _PairIndex | None = None
+    index: _ConcatIndex | None = None
 
 
 def _elements(value: MapValue) -> int:
@@ -554,46 +560,53 @@ def _elements(value: MapValue) -> int:
     return 1
 
 
-def _pair_groups(rule: Rule) -> list[tuple[_PairGroup, MapValue, MapValue]]:
-    """The pairs of key fields `rule` could be an entry of. An entry's two values multiply
-    into map elements, so their product may not pass LARGE_SET (beyond, a set lookup per
-    rule is the better deal); a set the frontend named, to update it on its own, stays out
-    (it would vanish into the map)."""
+def _pair_groups(rule: Rule) -> list[tuple[_PairGroup, tuple[MapValue, ...]]]:
+    """The sets of two or more key fields `rule` could be an entry of, the most fields
+    first (more rules share a group that leaves out more fields; a field the same in every
+    entry is taken out of the map again by _pair_rule). An entry's values multiply into map
+    elements, so their product may not pass LARGE_SET (beyond, a set lookup per rule is the
+    better deal), nor the key nft's MAX_CONCAT_BYTES; a set the frontend named, to update it
+    on its own, stays out (it would vanish into the map)."""
     found = [(k, f, v) for k, f, v in _key_values(rule)
              if not (isinstance(raw := getattr(rule.match, k.value), AddressSet | PortSet)
                      and raw.name is not None)]
     out = []
-    for (k1, f1, v1), (k2, f2, v2) in itertools.combinations(found, 2):
-        if _elements(v1) * _elements(v2) > LARGE_SET:
-            continue
-        rest = replace(rule.match, **{k1.value: None, k2.value: None})
-        out.append(((k1, k2, f1, f2, rest, _group_comment((k1, k2), rule)), v1, v2))
+    for size in range(len(found), 1, -1):
+        for combo in itertools.combinations(found, size):
+            if math.prod(_elements(v) for _, _, v in combo) > LARGE_SET:
+                continue
+            if sum(key_bytes(k, f) for k, f, _ in combo) > MAX_CONCAT_BYTES:
+                continue
+            keys = tuple(k for k, _, _ in combo)
+            rest = replace(rule.match, **{k.value: None for k in keys})
+            out.append(((keys, tuple(f for _, f, _ in combo), rest,
+                         _group_comment(keys, rule)), tuple(v for _, _, v in combo)))
     return out
 
 
 def _chain_pairs(chain: Chain, setting: frozenset[str], minimum: int) -> Chain:
-    """The chain with runs of rules that differ in two key fields as concatenated maps (what
-    `nft -o` builds from adjacent rules; here, as for one key, a rule joins across every
-    rule it may pass under analysis.may_merge). Overlapping entries are not cut: a rule whose
-    pair meets an entry stays where it is. Itself if no map forms."""
+    """The chain with runs of rules that differ in two or more key fields as concatenated
+    maps (what `nft -o` builds from adjacent rules; here, as for one key, a rule joins across
+    every rule it may pass under analysis.may_merge). Overlapping entries are not cut: a rule
+    whose entry meets another stays where it is. Itself if no map forms."""
     slots: list[_PairSlot] = []
     open_slots: dict[_PairGroup, list[int]] = {}
     for rule in chain.rules:
         groups = _pair_groups(rule)
         joined = False
-        for group, first, second in groups:
+        for group, values in groups:
             for index in reversed(open_slots.get(group, [])[-MAX_OPEN:]):
                 slot = slots[index]
                 if slot.group not in (None, group):
-                    continue  # it became a map on another pair of keys
+                    continue  # it became a map on other keys
                 index_ = slot.index if slot.index is not None else _first_index(slot, group)
-                if not index_.fits(first, second):
+                if not index_.fits(values):
                     continue
                 between = _rules_after(slots, index)
                 if between is None or not may_merge(slot.members[0], between, rule, setting):
                     continue
                 slot.group, slot.index = group, index_
-                index_.add(first, second)
+                index_.add(values)
                 slot.members.append(rule)
                 joined = True
                 break
@@ -601,7 +614,7 @@ def _chain_pairs(chain: Chain, setting: frozenset[str], minimum: int) -> Chain:
                 break
         if not joined:
             slots.append(_PairSlot([rule]))
-            for group, _, _ in groups:
+            for group, _ in groups:
                 open_slots.setdefault(group, []).append(len(slots) - 1)
     if all(len(s.members) < max(minimum, 2) for s in slots):
         return chain
@@ -614,12 +627,11 @@ def _chain_pairs(chain: Chain, setting: frozenset[str], minimum: int) -> Chain:
     return replace(chain, rules=tuple(rules))
 
 
-def _first_index(slot: _PairSlot, group: _PairGroup) -> _PairIndex:
+def _first_index(slot: _PairSlot, group: _PairGroup) -> _ConcatIndex:
     """The index of a slot's lone first rule, as an entry of `group`."""
     first = slot.members[0]
-    index = _PairIndex()
-    index.add(_plain(getattr(first.match, group[0].value)),
-              _plain(getattr(first.match, group[1].value)))
+    index = _ConcatIndex()
+    index.add([_plain(getattr(first.match, k.value)) for k in group[0]])
     return index
 
 
@@ -634,23 +646,26 @@ def _rules_after(slots: Sequence[_PairSlot], index: int) -> list[Rule] | None:
 
 
 def _pair_rule(slot: _PairSlot, group: _PairGroup) -> Rule:
-    k1, k2, _, _, rest, _ = group
+    keys, _, rest, _ = group
     members = slot.members
-    entries = tuple(((_noted(v1 := _plain(getattr(r.match, k1.value)), r, v1),
-                      _noted(v2 := _plain(getattr(r.match, k2.value)), r, v2)), _verdict(r))
-                    for r in members)
-    # One key the same in every entry reads better as a plain match and a one-key map.
-    for same, varying in ((0, 1), (1, 0)):
-        if len({values[same] for values, _ in entries}) == 1:
-            value = entries[0][0][same]
+    entries = [(tuple(_noted(v := _plain(getattr(r.match, k.value)), r, v) for k in keys),
+                _verdict(r)) for r in members]
+    # A key the same in every entry reads better as a plain match: take it out of the map
+    # (one key left, a plain map).
+    fixed: dict[str, Any] = {}
+    varying: list[int] = []
+    for i, key in enumerate(keys):
+        column = [values[i] for values, _ in entries]
+        if len(varying) + (len(keys) - i) > 1 and len(set(column)) == 1:
+            value = column[0]
             if isinstance(value, AddressSet | PortSet) and value.notes:
-                value = joined_notes([values[same] for values, _ in entries],
-                                     [terms_of(r) for r in members])
-            fixed: dict[str, Any] = {(k1, k2)[same].value: value}
-            return _map_rule(members, (k1, k2), replace(rest, **fixed),
-                             Vmap.on((k1, k2)[varying],
-                                     ((values[varying], v) for values, v in entries)))
-    return _map_rule(members, (k1, k2), rest, Vmap((k1, k2), entries))
+                value = joined_notes(column, [terms_of(r) for r in members])
+            fixed[key.value] = value
+        else:
+            varying.append(i)
+    vmap = Vmap(tuple(keys[i] for i in varying),
+                tuple((tuple(values[i] for i in varying), verdict) for values, verdict in entries))
+    return _map_rule(members, keys, replace(rest, **fixed), vmap)
 
 
 # --------------------------------------------------------------------------------------------

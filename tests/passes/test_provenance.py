@@ -17,7 +17,7 @@ from rulec.passes import PassContext, run_pipeline
 from rulec.passes.analysis import NOTED_FIELDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import enterprise_policy  # noqa: E402
+import enterprise_policy
 
 
 def _spans(value: AddressSet | PortSet) -> list[tuple[object, int, int]]:
