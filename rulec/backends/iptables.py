@@ -49,6 +49,7 @@ from rulec.ir.nodes import (
     Vmap,
     vmap_rules,
 )
+from rulec.ir.provenance import element_terms, summary, terms_of
 from rulec.ir.values import (
     MAX_MARK,
     TCP,
@@ -181,11 +182,15 @@ def _choices(m: Match, ipset: bool = False) -> Iterator[list[tuple[str, Any]]]:
     for name in ("saddr", "daddr"):
         value: AddressSet | None = getattr(m, name)
         if not ipset and value is not None and not value.negated and len(value.prefixes) > 1:
-            yield [(name, AddressSet((p,))) for p in value.prefixes]
+            notes = value.notes or ((),) * len(value.prefixes)
+            yield [(name, AddressSet((p,), notes=(n,) if n else ()))
+                   for p, n in zip(value.prefixes, notes, strict=True)]
     for name in ("sport", "dport"):
         ports: PortSet | None = getattr(m, name)
         if ports is not None and not ports.negated and ports.slots > MULTIPORT_SLOTS:
-            yield [(name, chunk) for chunk in chunk_ports(ports)]
+            by_range = dict(zip(ports.ranges, ports.notes, strict=True)) if ports.notes else {}
+            yield [(name, replace(chunk, notes=tuple(by_range[r] for r in chunk.ranges))
+                    if by_range else chunk) for chunk in chunk_ports(ports)]
     ct = m.ct_orig_dport
     if ct is not None and not ct.negated and len(ct.ranges) > 1:
         yield [("ct_orig_dport", PortSet((r,))) for r in ct.ranges]
@@ -200,8 +205,24 @@ def expand_rule(rule: Rule, ipset: bool = False) -> tuple[Rule, ...]:
     choices = list(_choices(rule.match, ipset))
     if not choices:
         return (rule,)
-    return tuple(replace(rule, match=replace(rule.match, **dict(combo)))
+    return tuple(_named_piece(rule, replace(rule.match, **dict(combo)))
                  for combo in itertools.product(*choices))
+
+
+def _named_piece(rule: Rule, match: Match) -> Rule:
+    """A piece of a merged rule, commented with the terms behind exactly its elements (those
+    all its noted fields share; rulec.ir.provenance), not the whole rule's summary."""
+    own = terms_of(rule)
+    shared: list[str] | None = None
+    for name in ("saddr", "daddr", "sport", "dport"):
+        value = getattr(match, name)
+        if value is None or not value.notes:
+            continue
+        here = {t for terms in element_terms(value, own) for t in terms}
+        shared = [t for t in (own if shared is None else shared) if t in here]
+    if not shared:
+        return replace(rule, match=match)
+    return replace(rule, match=match, comment=summary(tuple(shared)), terms=())
 
 
 def split_log(rule: Rule) -> tuple[Rule, ...]:
@@ -378,6 +399,8 @@ def ipset_name(value: AddressSet) -> str:
     members, so loading the sets never changes one that the running rules use."""
     family = value.prefixes[0].family
     text = ",".join(f"{p.network:x}/{p.length}" for p in value.prefixes)
+    if value.notes:  # a set with the comment extension is another set type
+        text += ";comment"
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"rulec{4 if family is Family.IP else 6}_{digest}"  # 23 of ipset's 31 characters
 
@@ -395,9 +418,20 @@ def ipset_lines(tables: Iterable[Table]) -> list[str]:
     for name, value in sorted(sets.items()):
         family = "inet" if value.prefixes[0].family is Family.IP else "inet6"
         maxelem = max(65536, len(value.prefixes))
-        lines.append(f"create {name} hash:net family {family} maxelem {maxelem}")
-        lines += [f"add {name} {p.address_text()}/{p.length}" for p in value.prefixes]
+        if not value.notes:
+            lines.append(f"create {name} hash:net family {family} maxelem {maxelem}")
+            lines += [f"add {name} {p.address_text()}/{p.length}" for p in value.prefixes]
+            continue
+        # Each entry names the terms it comes from (rulec.ir.provenance), in ipset's comment
+        # extension; `"` and `\` have no escape there, so they are left out.
+        lines.append(f"create {name} hash:net family {family} maxelem {maxelem} comment")
+        for p, terms in zip(value.prefixes, value.notes, strict=True):
+            text = (summary(terms) or "").translate(_IPSET_UNQUOTABLE)
+            lines.append(f'add {name} {p.address_text()}/{p.length} comment "{text}"')
     return lines
+
+
+_IPSET_UNQUOTABLE = str.maketrans("", "", '"\\')
 
 
 def _address(option: str, value: AddressSet) -> str:
