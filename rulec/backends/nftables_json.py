@@ -1,45 +1,46 @@
 """The `nft-json` backend: the same transaction as `nft`, in libnftables JSON for `nft -j -f`.
 
 Built from plain dicts by one small fragment function per construct; the decisions about
-what a rule spells out are shared with the text backend (rulec.backends.nftables).
+what a rule spells out are shared with the text backend (rulec.backends.nft).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any, assert_never
 
 from rulec.backends.base import Artifact, Backend, EmitOptions
-from rulec.backends.nftables import (
-    ADDRESS_PROTOCOL,
-    LIMITS,
-    LOG_LEVELS,
-    NFPROTO,
-    PROTOCOL_WORDS,
-    TCP_FLAG_NAMES,
+from rulec.backends.nft.check import lower
+from rulec.backends.nft.tree import (
     Element,
     NamedSet,
-    chain_name,
-    chain_type,
     decision_rule,
     disjoint_elements,
     explicit_proto,
     icmp_type_values,
-    identifier,
-    interface_pattern,
-    lower,
     map_elements,
     map_key_family,
     mark_update,
     named_sets,
     nfproto,
-    owned_tables,
-    priority,
     protocol_value,
     reject_code,
     set_interval,
     set_type,
+)
+from rulec.backends.nft.vocabulary import (
+    ADDRESS_PROTOCOL,
+    LIMITS_JSON,
+    LOG_LEVELS,
+    NFPROTO,
+    PROTOCOL_WORDS,
+    TCP_FLAG_NAMES,
+    chain_name,
+    chain_type,
+    identifier,
+    interface_pattern,
+    owned_tables,
+    priority,
     table_name,
     text_problem,
 )
@@ -92,17 +93,6 @@ from rulec.ir.values import (
 )
 
 Json = dict[str, Any]
-
-# JSON could carry `"` (and `$` in a log prefix), but `nft list ruleset` would then print a
-# rule that no text reload parses (a saved ruleset must load back), so the JSON target refuses
-# what text does. Its parser (libnftables 1.0.6, parser_json.c: json_parse_immediate) reads a
-# string that is one of these words as a typed constant in every position, so `iifname "tcp"`
-# is a datatype mismatch, and in a set of two names "tcp" silently becomes the name "\x06";
-# a string starting with `@` names a set. It reads integers as signed 64-bit (jansson).
-JSON_CONSTANTS = frozenset({"tcp", "udp", "udplite", "esp", "ah", "icmp", "icmpv6", "comp",
-                            "dccp", "sctp", "redirect"})
-LIMITS_JSON = replace(LIMITS, target="nft-json", reserved_strings=JSON_CONSTANTS,
-                      reserved_first="@", max_integer=(1 << 63) - 1)
 
 
 class NftJsonBackend(Backend):
