@@ -387,7 +387,8 @@ def _payload(protocol: str, field: str) -> Json:
 
 
 def _set(items: list[Expr]) -> Expr:
-    """An anonymous set, or its only item alone; an element with a comment needs the set."""
+    """An anonymous set, or its only item alone; an element with a comment keeps the set
+    (nft 1.0.6 loads it, but then folds it into a plain comparison and forgets the comment)."""
     alone = len(items) == 1 and not (isinstance(items[0], dict) and "elem" in items[0])
     return items[0] if alone else {"set": items}
 
