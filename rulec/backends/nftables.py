@@ -56,13 +56,20 @@ def _table(table: TableTree) -> list[str]:
 
 
 def _set_declaration(declaration: Json) -> list[str]:
-    lines = [f"\tset {declaration['name']} {{", f"\t\ttype {declaration['type']}"]
+    kind = declaration["type"]  # a list of types for a concatenation
+    spelled = " . ".join(kind) if isinstance(kind, list) else kind
+    lines = [f"\tset {declaration['name']} {{", f"\t\ttype {spelled}"]
     if "flags" in declaration:
         lines.append(f"\t\tflags {', '.join(declaration['flags'])}")
-    kind = _STRING if declaration["type"] == "ifname" else _PLAIN
-    items = ", ".join(_expr(e, kind) for e in declaration["elem"])
+    items = ", ".join(_expr(e, _set_kind(kind)) for e in declaration["elem"])
     lines += [f"\t\telements = {{ {items} }}", "\t}"]
     return lines
+
+
+def _set_kind(kind: str | list[str]) -> Kind:
+    if isinstance(kind, list):
+        return tuple(_set_kind(k) for k in kind)
+    return {"ifname": _STRING, "mark": _MARK}.get(kind, _PLAIN)
 
 
 def _chain(chain: ChainTree) -> list[str]:

@@ -4,7 +4,8 @@
 loaded into its own fresh namespace and what `nft -j list ruleset` reads back must be equal,
 handles aside (they count every object the kernel ever numbered). Policies: every golden case
 and example, and the kernel tests' policies with named sets, verdict maps and concatenations,
-compiled with the default pipeline and with none.
+compiled with the default pipeline and with none; then element comments and a hand-built tree
+with three-field concatenations.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import pytest
 from rulec import api
 from rulec.backends import Artifact
 from rulec.backends.nft import tree
+from rulec.backends.nftables import print_script as print_text
+from rulec.backends.nftables_json import print_script as print_json
 from rulec.diagnostics import RulecError
 from rulec.kernel import load, namespace
 from rulec.kernel.readback import nft_list
+from tests.backends.trio_tree import trio_script
 from tests.golden.cases import ROOT, case_files, options_of
 from tests.kernel import test_nft_maps, test_optimised_vs_plain
 
@@ -162,3 +166,18 @@ def _lone_elements(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [m for v in value for m in _lone_elements(v)]
     return []
+
+
+def test_three_field_concatenations_load_the_same_from_both_targets() -> None:
+    """A tree the IR cannot produce yet: n-field concatenations in a named set, an anonymous
+    set and a verdict map, with element comments, printed both ways."""
+    script = trio_script()
+    artifacts = [Artifact(target="nft", text=print_text(script), load_command=("nft", "-f", "-")),
+                 Artifact(target="nft-json", text=print_json(script),
+                          load_command=("nft", "-j", "-f", "-"))]
+    held = _assert_same_objects(artifacts)
+    comments = sorted(m["elem"]["comment"] for m in _elements(held) if isinstance(m, dict)
+                      and "elem" in m)
+    assert comments == ["t1", "t2", "t3", "t4"]
+    assert any(len(m["elem"]["val"]["concat"]) == 3 for m in _elements(held)
+               if isinstance(m, dict) and "elem" in m)
