@@ -118,7 +118,8 @@ class Script:
 def to_tree(ruleset: Ruleset, limits: TargetLimits) -> Script:
     """The nft lowerings and refusals (RulecError), then the tree of what is left.
 
-    `limits` only names the target in errors; the tree is the same for text and JSON.
+    `limits` decides only what is refused (JSON refuses a few strings more) and how errors
+    name the target: a ruleset both targets accept gets the same tree for text and JSON.
     """
     ruleset = lower(ruleset, limits)
     owned = tuple({"family": family, "name": name} for family, name in owned_tables(ruleset))
