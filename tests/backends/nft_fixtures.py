@@ -223,7 +223,7 @@ def read_back(ns: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 def expected_read_back(ruleset: Ruleset) -> dict[tuple[str, str], dict[str, Any]]:
     """What read_back() must find after loading `ruleset` (after the family split)."""
-    from rulec.backends.nftables import chain_type, priority
+    from rulec.backends.nft.vocabulary import chain_type, priority
 
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for table in split_families(ruleset).tables:

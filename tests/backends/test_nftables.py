@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rulec.backends import get_backend, nftables
+from rulec.backends import get_backend
 from rulec.backends.base import EmitOptions
 from rulec.backends.lowering import split_families
+from rulec.backends.nft import check as nft_check
 from rulec.backends.nftables import LIMITS, NftBackend
 from rulec.diagnostics import RulecError, SourceFile
 from rulec.ir.nodes import (
@@ -529,7 +530,7 @@ def test_chain_only_someone_else_could_jump_to_is_refused() -> None:
 
 def test_match_field_unknown_to_the_printers_is_refused(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    monkeypatch.setattr(nftables, "PRINTED_FIELDS", nftables.PRINTED_FIELDS - {"mark"})
+    monkeypatch.setattr(nft_check, "PRINTED_FIELDS", nft_check.PRINTED_FIELDS - {"mark"})
     rule = Rule(match=Match(mark=Mark(1)), action=Accept(), span=SPAN)
     assert [(d.code, d.span) for d in _error(one_rule(rule)).diagnostics] == [("E0404", SPAN)]
 
