@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ from tests.kernel import test_nft_maps, test_optimised_vs_plain
 
 TARGETS = ("nft", "nft-json")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import enterprise_policy  # noqa: E402
+
 POLICIES = {
+    # Commented terms that merge: element comments in anonymous sets, named sets and maps.
+    "enterprise": enterprise_policy.to_rulec(enterprise_policy.generate(300, seed=3)),
     "maps": test_nft_maps.POLICY,
     "pairs": test_nft_maps.PAIRS,
     "mesh": test_optimised_vs_plain.MESH,

@@ -193,3 +193,32 @@ def test_negated_icmpv6_type_set(topology: Topology, target: Target, types: str,
     target.apply(t, forward_policy(f"drop icmpv6 type != {types}", "accept icmpv6"), ipv6=True)
     [echo] = attempts(t.client, [Attempt(t.server6, 0, "icmp")])
     assert echo.connected is passes
+
+
+def test_merged_terms_keep_their_names(topology: Topology, target: Target) -> None:
+    """Terms with their own comments merge into one rule, yet packets meet exactly the terms
+    as written, and the loaded ruleset still names each term on its own element: nft element
+    comments, ipset entry comments, and plain iptables (one rule per address) its own term on
+    each rule."""
+    t = topology
+    target.apply(t, forward_policy('accept tcp dport 8080 from 198.18.1.3 comment "term-b"',
+                                   'accept tcp dport 8080 from 198.18.1.4 comment "term-c"',
+                                   'accept tcp dport 8081 from 198.18.1.2 comment "term-d"'))
+    tries = [Attempt(t.server4, 8080, src=t.client4), Attempt(t.server4, 8080, src=t.client4_b),
+             Attempt(t.server4, 8080, src=t.client4_c), Attempt(t.server4, 8081, src=t.client4),
+             Attempt(t.server4, 8081, src=t.client4_b)]
+    with server(t.server, [8080, 8081]):
+        out = attempts(t.client, tries)
+    assert [o.connected for o in out] == [False, True, True, True, False]
+    if target.name.startswith("nft"):
+        listed = t.router.run(["nft", "list", "ruleset"]).stdout
+        wanted = ['comment "term-b"', 'comment "term-c"', 'comment "term-d"']
+    elif target.ipset:
+        listed = t.router.run(["ipset", "list"]).stdout
+        wanted = ['198.18.1.3 comment "term-b"', '198.18.1.4 comment "term-c"']
+    else:
+        listed = t.router.run([f"iptables-{target.variant}-save"]).stdout
+        wanted = ["-s 198.18.1.3/32 -p tcp -m tcp --dport 8080 -m comment --comment term-b",
+                  "-s 198.18.1.4/32 -p tcp -m tcp --dport 8080 -m comment --comment term-c"]
+    for text in wanted:
+        assert text in listed, f"{text!r} not in\n{listed}"

@@ -71,6 +71,7 @@ from rulec.ir.nodes import (
     Vmap,
     keyed,
 )
+from rulec.ir.provenance import element_terms, summary, terms_of
 from rulec.ir.values import (
     MAX_MARK,
     AddressSet,
@@ -87,6 +88,8 @@ from rulec.ir.values import (
     Protocol,
     TcpFlag,
     TcpFlags,
+    Terms,
+    join_terms,
 )
 from rulec.ir.verify import TargetLimits, rule_families
 
@@ -141,14 +144,25 @@ NamedSet = AddressSet | PortSet
 
 
 def named_sets(table: Table) -> list[NamedSet]:
-    """The named sets the table's rules use, one per name, sorted by name."""
+    """The named sets the table's rules use, one per name, sorted by name; where a user names
+    its terms (rulec.ir.provenance), each element names the terms of every user."""
     found: dict[str, NamedSet] = {}
+    users: dict[str, list[tuple[NamedSet, Terms]]] = {}
     for chain in table.chains:
         for rule in chain.rules:
             m = rule.match
             for value in (m.saddr, m.daddr, m.sport, m.dport, m.ct_orig_dport):
                 if value is not None and value.name is not None:
                     found.setdefault(value.name, value)
+                    if rule.comment is not None:
+                        users.setdefault(value.name, []).append((value, terms_of(rule)))
+    for name, uses in users.items():
+        first = found[name]
+        if len(uses) == 1 and not first.notes:
+            continue  # one user, one comment: the rule's own says it
+        per = [element_terms(v, t) for v, t in uses]
+        found[name] = replace(first, notes=tuple(
+            join_terms(*column) for column in zip(*per, strict=True)))
     return [found[name] for name in sorted(found)]
 
 
@@ -293,7 +307,9 @@ def _set_declaration(table: Table, value: NamedSet, limits: TargetLimits) -> Jso
                  "type": set_type(value)}
     if set_interval(value):
         out["flags"] = ["interval"]
-    out["elem"] = [set_element(_member(e, limits)) for e in disjoint_elements(value)]
+    known = _element_terms(value) if len(disjoint_elements(value)) > 1 else {}
+    out["elem"] = [set_element(_member(e, limits), _note(t, limits, None) if (
+        t := known.get(e)) else None) for e in disjoint_elements(value)]
     return out
 
 
@@ -340,13 +356,13 @@ def _matches(table: Table, rule: Rule, limits: TargetLimits) -> list[Json]:
     if m.proto is not None and explicit_proto(decision_rule(rule).match):
         out.append(_proto(m.proto))
     if m.saddr is not None:
-        out.append(_address("saddr", m.saddr))
+        out.append(_address("saddr", m.saddr, _notes(m.saddr, limits, span)))
     if m.daddr is not None:
-        out.append(_address("daddr", m.daddr))
+        out.append(_address("daddr", m.daddr, _notes(m.daddr, limits, span)))
     if m.sport is not None:
-        out.append(_port(m, "sport", m.sport))
+        out.append(_port(m, "sport", m.sport, _notes(m.sport, limits, span)))
     if m.dport is not None:
-        out.append(_port(m, "dport", m.dport))
+        out.append(_port(m, "dport", m.dport, _notes(m.dport, limits, span)))
     if m.iifname is not None:
         out.append(_interface("iifname", m.iifname, span, limits))
     if m.oifname is not None:
@@ -404,10 +420,26 @@ def _prefix(value: Prefix) -> Expr:
     return {"prefix": {"addr": value.address_text(), "len": value.length}}
 
 
-def _address(field: str, value: AddressSet) -> Json:
+def _notes(value: AddressSet | PortSet, limits: TargetLimits,
+           span: Span | None) -> list[str | None]:
+    """Each element's comment: the terms it comes from (rulec.ir.provenance), where they are
+    not simply the rule's. A set of one element has none: nft loads it as a plain comparison,
+    which keeps no comment, and the rule's own comment names its terms."""
+    count = len(value.prefixes) if isinstance(value, AddressSet) else len(value.ranges)
+    if not value.notes or count < 2:
+        return [None] * count
+    return [_note(terms, limits, span) for terms in value.notes]
+
+
+def _note(terms: Terms, limits: TargetLimits, span: Span | None) -> str | None:
+    note = summary(terms)
+    return None if note is None else text(note, limits, span)
+
+
+def _address(field: str, value: AddressSet, notes: list[str | None]) -> Json:
     protocol = ADDRESS_PROTOCOL[value.prefixes[0].family]
     right = f"@{value.name}" if value.name is not None else _set(
-        [set_element(_prefix(p)) for p in value.prefixes])
+        [set_element(_prefix(p), n) for p, n in zip(value.prefixes, notes, strict=True)])
     return _match(_payload(protocol, field), right, _op(value.negated))
 
 
@@ -415,15 +447,17 @@ def _range(low: int, high: int) -> Expr:
     return low if low == high else {"range": [low, high]}
 
 
-def _ports(value: PortSet) -> Expr:
+def _ports(value: PortSet, notes: list[str | None] | None = None) -> Expr:
     if value.name is not None:
         return f"@{value.name}"
-    return _set([set_element(_range(low, high)) for low, high in value.ranges])
+    notes = notes or [None] * len(value.ranges)
+    return _set([set_element(_range(low, high), n)
+                 for (low, high), n in zip(value.ranges, notes, strict=True)])
 
 
-def _port(m: Match, field: str, value: PortSet) -> Json:
+def _port(m: Match, field: str, value: PortSet, notes: list[str | None]) -> Json:
     assert m.proto is not None  # verify: ports need a positive port protocol
-    return _match(_payload(PROTOCOL_WORDS[m.proto.number], field), _ports(value),
+    return _match(_payload(PROTOCOL_WORDS[m.proto.number], field), _ports(value, notes),
                   _op(value.negated))
 
 
@@ -542,10 +576,34 @@ def _verdict(verdict: MapVerdict, span: Span | None) -> Json:
             assert_never(verdict)
 
 
+def _element_terms(value: MapValue) -> dict[Element, Terms]:
+    if isinstance(value, AddressSet) and value.notes:
+        return dict(zip(value.prefixes, value.notes, strict=True))
+    if isinstance(value, PortSet) and value.notes:
+        return dict(zip(value.ranges, value.notes, strict=True))
+    return {}
+
+
+def _entry_note(elements: tuple[Element, ...], notes: list[dict[Element, Terms]],
+                limits: TargetLimits, span: Span | None) -> str | None:
+    """A map element's comment: the terms all its parts come from (one combination of the
+    entry's values, so one term's own, unless terms share it)."""
+    shared: Terms | None = None
+    for element, known in zip(elements, notes, strict=True):
+        terms = known.get(element)
+        if terms is not None:
+            shared = terms if shared is None else tuple(t for t in shared if t in terms)
+    return _note(shared, limits, span) if shared else None
+
+
 def _vmap(m: Match, vmap: Vmap, span: Span | None, limits: TargetLimits) -> Json:
-    data = [[set_element(_concat([_member(e, limits) for e in elements])),
-             _verdict(verdict, span)]
-            for values, verdict in vmap.entries for elements in map_elements(values)]
+    data = []
+    for values, verdict in vmap.entries:
+        notes = [_element_terms(v) for v in values]
+        for elements in map_elements(values):
+            data.append([set_element(_concat([_member(e, limits) for e in elements]),
+                                     _entry_note(elements, notes, limits, span)),
+                         _verdict(verdict, span)])
     key = _concat([_map_key(m, vmap, i) for i in range(len(vmap.keys))])
     return {"vmap": {"key": key, "data": {"set": data}}}
 
