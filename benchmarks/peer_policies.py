@@ -166,6 +166,7 @@ class Ideal:
 
     deny: dict[int, str]
     allow: dict[tuple[tuple[int, int], tuple[int, int], str, tuple[int, int]], list[str]]
+    silent: tuple[str, ...]  # deny terms that only repeat the default drop: no element
 
     def verdicts(self) -> Callable[[int, int, str, int], bool]:
         """accepts(src, dst, proto, port), over elements indexed by source /24."""
@@ -215,7 +216,9 @@ def build_ideal(policy: Policy) -> Ideal:
                 first_allow.setdefault((int(net.network_address), net.prefixlen), position)
     deny: dict[int, str] = {}
     carved: list[tuple[int, int]] = []  # (host, position) cut from later allows, sorted
+    names: dict[int, str] = {}
     for position, term in enumerate(policy.terms):
+        names[position] = term.name
         if not term.deny:
             continue
         host = _interval(term.sources[0])[0]
@@ -227,6 +230,7 @@ def build_ideal(policy: Policy) -> Ideal:
             deny[host] = term.name
     carved.sort()
     raw: dict[Key, list[str]] = {}
+    used: set[tuple[int, int]] = set()
     for position, term in enumerate(policy.terms):
         if term.deny:
             continue
@@ -236,14 +240,17 @@ def build_ideal(policy: Policy) -> Ideal:
             span = _interval(source)
             lo = bisect.bisect_left(carved, (span[0], -1))
             hi = bisect.bisect_right(carved, (span[1], 2**62))
-            holes = sorted({h for h, p in carved[lo:hi] if p < position})
+            cut = [(h, p) for h, p in carved[lo:hi] if p < position]
+            used.update(cut)
+            holes = sorted({h for h, _ in cut})
             for s in _subtract(span, holes):
                 for d in destinations:
                     for proto, ports in term_rules(term):
                         for port in ports:
                             q = port if isinstance(port, tuple) else (port, port)
                             raw.setdefault((s, d, proto, q), []).append(term.name)
-    return Ideal(deny, _disjoint(raw))
+    silent = tuple(names[p] for h, p in carved if (h, p) not in used)
+    return Ideal(deny, _disjoint(raw), silent)
 
 
 Key = tuple[tuple[int, int], tuple[int, int], str, tuple[int, int]]
