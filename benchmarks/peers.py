@@ -23,7 +23,8 @@ nftables generators. A peer that cannot be had is skipped, and the script says w
 (--no-install: use only what is already there).
 
 Timing. Every compile is a whole process (fork to exit, wall time) and its peak memory is the
-child's ru_maxrss from wait4. Within each of --repeat rounds the tools run one after another,
+process's ru_maxrss as GNU time (/usr/bin/time) reports it (see `run` for why not our
+own wait4). Within each of --repeat rounds the tools run one after another,
 in an order rotated every round, so a noisy neighbour spreads over all of them; tables show
 the median and min–max. rulec is `<rulec> compile FILE -t iptables|nft -o OUT` with the rulec
 installed in this worktree's .venv (--rulec to change); `rulec -O0` runs once, untimed, for its
@@ -89,13 +90,23 @@ class Run:
     why: str = ""  # "timeout", or the end of stderr when the process failed
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run(argv: list[str], stdout: Path | None = None, timeout: float = 1800) -> Run:
-    """One whole process: wall time fork to exit, peak RSS from wait4 (the child and the
-    children it waited for)."""
+    """One whole process: wall time fork to exit, and its peak RSS.
+
+    The peak comes from GNU time (`%M`, the ru_maxrss of the process it forks), not from our
+    own wait4: Python starts children with vfork, and Linux carries the parent's high-water
+    RSS into the child's ru_maxrss at exec, so wait4 would report this benchmark's own peak
+    for every small child. Without /usr/bin/time, wait4's figure is shown, marked ≤."""
     killed = threading.Event()
-    with open(stdout or os.devnull, "wb") as out, tempfile.TemporaryFile() as err:
+    with open(stdout or os.devnull, "wb") as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(prefix="rulec-peers-rss-") as rss:
+        timed = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv] if os.path.exists(GNU_TIME) \
+            else argv
         start = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(timed, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
 
         def kill() -> None:
             killed.set()
@@ -109,9 +120,12 @@ def run(argv: list[str], stdout: Path | None = None, timeout: float = 1800) -> R
         child.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+        reported = Path(rss.name).read_text().split()
+    peak = float(reported[-1]) / 1024 if timed is not argv and reported \
+        and reported[-1].isdigit() else -usage.ru_maxrss / 1024  # negative: at most this
     if killed.is_set():
-        return Run(seconds, usage.ru_maxrss / 1024, False, "timeout")
-    return Run(seconds, usage.ru_maxrss / 1024, child.returncode == 0, " | ".join(tail))
+        return Run(seconds, peak, False, "timeout")
+    return Run(seconds, peak, child.returncode == 0, " | ".join(tail))
 
 
 @contextmanager
@@ -372,6 +386,12 @@ def cell(runs: list[Run]) -> str:
     return f"{statistics.median(ok):.2f} ({min(ok):.2f}–{max(ok):.2f})"
 
 
+def mib(runs: list[Run]) -> str:
+    peak = max(abs(r.maxrss_mib) for r in runs)
+    bound = "≤" if any(r.maxrss_mib < 0 for r in runs) else ""
+    return f"{bound}{peak:.0f}"
+
+
 def median(runs: list[Run]) -> float | None:
     ok = [r.seconds for r in runs if r.ok]
     return statistics.median(ok) if ok else None
@@ -407,7 +427,7 @@ def report(mode: str, sizes: list[Size]) -> str:
                 table(["terms", *(LABELS[c] for c in columns)], growth)]
     out += ["", "Peak memory (ru_maxrss), MiB, largest of the runs", ""]
     out.append(table(["terms", *(LABELS[c] for c in columns)], [
-        [f"{s.terms:,}", *(f"{max(r.maxrss_mib for r in s.runs[c]):.0f}" for c in columns)]
+        [f"{s.terms:,}", *(mib(s.runs[c]) for c in columns)]
         for s in sizes]))
     ipt = [c for c in ("rulec-ipt", "rulec-O0-ipt", "ferm-ipt", "aerleon-ipt")
            if any(c in s.ipt_rules for s in sizes)]
