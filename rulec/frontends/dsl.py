@@ -62,6 +62,7 @@ _ESCAPE = re.compile(r"\\(.)")
 _REJECT = {w.value: w for w in ir.RejectWith}
 _LEVELS = {lv.value: lv for lv in ir.LogLevel}
 _UNITS = {u.value: u for u in RateUnit} | {u.value + "s": u for u in RateUnit}
+_PROTOCOL_NAMED = {name: Protocol(number) for name, number in PROTOCOLS.items()}
 _SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
 BOM = "\ufeff"  # editors on some systems start UTF-8 files with it; it is not policy text
 # nft bounds its includes at 16; a policy needs a handful, and each level costs a few frames
@@ -299,6 +300,8 @@ class _Lowering:
 
     def string(self, token: Token) -> str:
         body = str(token)[1:-1]
+        if "\\" not in body:
+            return body
         for match in _ESCAPE.finditer(body):
             if match.group(1) not in '"\\':
                 start = (token.start_pos or 0) + 1 + match.start()
@@ -376,7 +379,9 @@ class _Lowering:
                 continue
             # Point at the use, with a note: the define may be far away, or in another file.
             use = self.span(token)
-            note = (f"{token!s} is defined at {where}",)
+            note = self.ctx.define_notes.get(name)
+            if note is None:
+                note = self.ctx.define_notes[name] = (f"{token!s} is defined at {where}",)
             for a in defined:
                 if (a.token.type, str(a.token)) not in seen:
                     seen.add((a.token.type, str(a.token)))
@@ -599,6 +604,27 @@ class _Lowering:
     def addresses(self, tree: Tree[Token]) -> AddressSet | None:
         neg, value = tree.children[-2:]
         assert isinstance(value, Tree)
+        inner = value.children[0]
+        assert isinstance(inner, Tree)
+        if inner.data == "atom":
+            token = inner.children[0]
+            assert isinstance(token, Token)
+            if token.type in ("IPV4", "IPV6"):  # one address, most often written once
+                try:
+                    return AddressSet((Prefix.parse(str(token)),), neg is not None)
+                except ValueError:
+                    pass  # the general path below says why
+        key = _value_key("address", neg is not None, inner)
+        if key is not None and (known := self.ctx.values.get(key)) is not None:
+            assert isinstance(known, AddressSet)
+            return known
+        errors_before = len(self.out.items)
+        result = self.lower_addresses(neg is not None, value)
+        if key is not None and result is not None and len(self.out.items) == errors_before:
+            self.ctx.values[key] = result
+        return result
+
+    def lower_addresses(self, negated: bool, value: Tree[Token]) -> AddressSet | None:
         errors_before = len(self.out.items)
         prefixes = []
         atoms = self.atoms(value)
@@ -620,11 +646,24 @@ class _Lowering:
                 self.out.error("E0310", "empty address set: the rule could never match",
                                self.span(value), *self.variable_notes(value))
             return None
-        return AddressSet(tuple(prefixes), self.neg(neg))
+        return AddressSet(tuple(prefixes), negated)
 
     def ports(self, tree: Tree[Token]) -> PortSet | None:
         neg, value = tree.children[-2:]
         assert isinstance(value, Tree)
+        inner = value.children[0]
+        assert isinstance(inner, Tree)
+        key = _value_key("port", neg is not None, inner)
+        if key is not None and (known := self.ctx.values.get(key)) is not None:
+            assert isinstance(known, PortSet)
+            return known
+        errors_before = len(self.out.items)
+        result = self.lower_ports(neg is not None, value)
+        if key is not None and result is not None and len(self.out.items) == errors_before:
+            self.ctx.values[key] = result
+        return result
+
+    def lower_ports(self, negated: bool, value: Tree[Token]) -> PortSet | None:
         errors_before = len(self.out.items)
         ranges = []
         atoms = self.atoms(value)
@@ -639,7 +678,7 @@ class _Lowering:
                 self.out.error("E0310", "empty port set: the rule could never match",
                                self.span(value), *self.variable_notes(value))
             return None
-        return PortSet(tuple(ranges), self.neg(neg))
+        return PortSet(tuple(ranges), negated)
 
     def variable_notes(self, value: Tree[Token]) -> list[str]:
         """Where the $variables of a value are defined (for errors about the whole value)."""
@@ -746,7 +785,7 @@ class _Lowering:
         return value, mask
 
     def clause_proto_name(self, tree: Tree[Token]) -> Protocol:
-        return Protocol(PROTOCOLS[str(tree.children[0])])
+        return _PROTOCOL_NAMED[str(tree.children[0])]
 
     def clause_proto(self, tree: Tree[Token]) -> Protocol | None:
         neg, token = tree.children
@@ -969,6 +1008,19 @@ def _nested_too_deep(tree: Tree[Token]) -> Token | None:
                     return _edge_token(node, 0)
                 stack.append((child, inner))
     return None
+
+
+def _value_key(kind: str, negated: bool, inner: Tree[Token]) -> tuple[object, ...] | None:
+    """What a value lowers to depends only on how it is written (a $variable cannot be
+    redefined), so its lowering is kept under this key: the atoms' types and texts. Port
+    values are few; address values only if they use a variable (a literal address set is
+    usually written once, and keeping it would only cost memory)."""
+    tokens = [inner.children[0]] if inner.data == "atom" else [
+        atom.children[0] for atom in inner.children if isinstance(atom, Tree)]
+    written = tuple((t.type, str(t)) for t in tokens if isinstance(t, Token))
+    if kind == "address" and not any(t == "VAR" for t, _ in written):
+        return None
+    return (kind, negated, written)
 
 
 def _edge_token(node: Tree[Token] | Token, end: int) -> Token | None:
