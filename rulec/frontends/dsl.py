@@ -901,13 +901,9 @@ class _Lowering:
 
     def action(self, tree: Tree[Token]) -> ir.Action | None:
         kind = tree.data
+        if kind in _SIMPLE_ACTIONS:
+            return _SIMPLE_ACTIONS[kind]()
         children = tree.children[1:]  # after the action keyword
-        simple: dict[str, Callable[[], ir.Action]] = {
-            "accept": ir.Accept, "drop": ir.Drop, "return_": ir.Return,
-            "masquerade": ir.Masquerade, "clamp_mss": ir.ClampMss,
-        }
-        if kind in simple:
-            return simple[kind]()
         if kind == "reject":
             token = children[0]
             if token is None:
@@ -1015,8 +1011,13 @@ def _value_key(kind: str, negated: bool, inner: Tree[Token]) -> tuple[object, ..
     redefined), so its lowering is kept under this key: the atoms' types and texts. Port
     values are few; address values only if they use a variable (a literal address set is
     usually written once, and keeping it would only cost memory)."""
-    tokens = [inner.children[0]] if inner.data == "atom" else [
-        atom.children[0] for atom in inner.children if isinstance(atom, Tree)]
+    if inner.data == "atom":  # most values: one atom
+        token = inner.children[0]
+        assert isinstance(token, Token)
+        if kind == "address" and token.type != "VAR":
+            return None
+        return (kind, negated, token.type, str(token))
+    tokens = [atom.children[0] for atom in inner.children if isinstance(atom, Tree)]
     written = tuple((t.type, str(t)) for t in tokens if isinstance(t, Token))
     if kind == "address" and not any(t == "VAR" for t, _ in written):
         return None
@@ -1071,6 +1072,11 @@ def _address_hint(text: str, exc: ValueError) -> list[str]:
         return [reason[:1].lower() + reason[1:]]
     return [f"an {'IPv6' if v6 else 'IPv4'} prefix length is 0-{128 if v6 else 32}"]
 
+
+_SIMPLE_ACTIONS: dict[str, Callable[[], ir.Action]] = {
+    "accept": ir.Accept, "drop": ir.Drop, "return_": ir.Return,
+    "masquerade": ir.Masquerade, "clamp_mss": ir.ClampMss,
+}
 
 _CLAUSE_LABEL = {
     "proto": "the protocol", "saddr": "the source address", "daddr": "the destination address",

@@ -42,9 +42,9 @@ def _build(callbacks: object) -> Lark:
     # tests/frontend/test_grammar_strict.py, not at every start. Lark takes any object with
     # methods named after rules as an inline transformer; a plain object (not a Transformer)
     # leaves the other rules' trees to Lark's own Tree, with no per-node default handler.
-    # The lexer is Lark's contextual lexer in a faster loop (rulec/frontends/lexer.py).
-    from rulec.frontends.lexer import FastContextualLexer
+    # The lexer is Lark's contextual lexer in a faster loop (rulec/frontends/fast_lark.py).
+    from rulec.frontends.fast_lark import PLUGINS
 
     transformer: Transformer[object, object] | None = callbacks  # type: ignore[assignment]
     return Lark(grammar_text(), cache=True, transformer=transformer,
-                _plugins={"ContextualLexer": FastContextualLexer}, **OPTIONS)
+                _plugins=PLUGINS, **OPTIONS)

@@ -1,24 +1,24 @@
-"""The frontend's faster lexer loop (rulec/frontends/lexer.py) reads every text exactly as
-Lark's contextual lexer does: the same tokens with the same positions, and the same error at
-the same place where the text does not lex or parse."""
+"""The frontend's faster Lark loops (rulec/frontends/fast_lark.py) read every text exactly as
+Lark does: the same tokens with the same positions, the same tree, and the same error at the
+same place, with the same parser state, where the text does not lex or parse."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import interegular
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lark import Lark, Token
 from lark.exceptions import UnexpectedInput
 
+from rulec.frontends.fast_lark import PLUGINS, SKIPPED_AHEAD
 from rulec.frontends.grammar import OPTIONS, grammar_text
-from rulec.frontends.lexer import FastContextualLexer
 from tests.frontend.test_fuzz import POLICIES, SEEDS, mutated
 
 # keep_all_tokens: the tree then holds every token the lexer made, keywords and braces too.
 _LARK = Lark(grammar_text(), keep_all_tokens=True, **OPTIONS)
-_FAST = Lark(grammar_text(), keep_all_tokens=True,
-             _plugins={"ContextualLexer": FastContextualLexer}, **OPTIONS)
+_FAST = Lark(grammar_text(), keep_all_tokens=True, _plugins=PLUGINS, **OPTIONS)
 
 
 def _read(parser: Lark, text: str) -> Any:
@@ -30,13 +30,38 @@ def _read(parser: Lark, text: str) -> Any:
         return (type(exc).__name__, exc.pos_in_stream, exc.line, exc.column,
                 token and (token.type, str(token), token.start_pos, token.end_pos),
                 sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ()),
-                [t and (t.type, str(t)) for t in getattr(exc, "token_history", None) or ()])
-    return [(t.type, str(t), t.start_pos, t.line, t.column, t.end_line, t.end_column,
-             t.end_pos) for t in tree.scan_values(lambda v: isinstance(v, Token))]
+                [t and (t.type, str(t)) for t in getattr(exc, "token_history", None) or ()],
+                _where(exc))
+    return tree, [(t.type, str(t), t.start_pos, t.line, t.column, t.end_line, t.end_column,
+                   t.end_pos) for t in tree.scan_values(lambda v: isinstance(v, Token))]
+
+
+def _where(exc: UnexpectedInput) -> Any:
+    """What the error's interactive parser knows: the parser's stacks and what it accepts
+    next (rulec's syntax errors are built from these)."""
+    parser = getattr(exc, "interactive_parser", None)
+    if parser is None:
+        return None
+    state = parser.parser_state
+    stack = [(v.type, str(v)) if isinstance(v, Token) else repr(v) for v in state.value_stack]
+    return len(state.state_stack), stack, sorted(parser.accepts())
 
 
 def _same(text: str) -> None:
     assert _read(_FAST, text) == _read(_LARK, text)
+
+
+def test_what_is_skipped_ahead_starts_no_other_terminal() -> None:
+    """The loop skips WS_INLINE before matching a token, which is what Lark's lexer does only
+    if no other terminal can match from a space or tab."""
+    regexps = {t.name: t.pattern.to_regexp() for t in _LARK.terminals}
+    for name in SKIPPED_AHEAD:
+        assert name in _LARK.ignore_tokens
+        starts = {"start": "(?:" + regexps[name] + ")[\\s\\S]*"}
+        comparator = interegular.Comparator.from_regexes({**regexps, **starts})
+        clashes = [other for other in regexps if other != name
+                   and not comparator.isdisjoint("start", other)]
+        assert clashes == []
 
 
 def test_seeds_read_the_same() -> None:
