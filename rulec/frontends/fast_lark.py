@@ -47,9 +47,15 @@ class _State:
 
     def __init__(self, basic: BasicLexer) -> None:
         self.basic = basic
+        self.match: Callable[..., re.Match[str] | None] | None = None
+        empty: frozenset[str] = frozenset()
+        self.skip = self.newline_types = self.plain_skip = empty
+        self.keywords: dict[str, dict[str, str]] = {}
+        self.other_callbacks: dict[str, Callable[[Token], Token]] = {}
+        if type(basic) is not BasicLexer:
+            return  # left to Lark
         scanner = basic.scanner  # builds Lark's pattern and callbacks
         mres: list[re.Pattern[str]] = scanner._mres
-        self.match: Callable[..., re.Match[str] | None] | None = None
         if len(mres) == 1:
             ahead = [t.pattern.to_regexp() for t in basic.terminals
                      if t.name in SKIPPED_AHEAD and t.name in basic.ignore_types
@@ -60,8 +66,6 @@ class _State:
         self.skip = basic.ignore_types
         self.newline_types = basic.newline_types
         # type -> {keyword text: keyword type}, from Lark's "unless" callbacks
-        self.keywords: dict[str, dict[str, str]] = {}
-        self.other_callbacks: dict[str, Callable[[Token], Token]] = {}
         for type_, callback in basic.callback.items():
             words = _keywords(callback)
             if words is None:
@@ -84,20 +88,30 @@ def _keywords(callback: object) -> dict[str, str] | None:
     return words
 
 
+class _Prepared(dict[Any, _State]):
+    """Parser state -> its prepared lexer, each prepared when the state is first met: as
+    Lark builds a state's pattern only then, a small policy compiles few of them."""
+
+    def __init__(self, lexers: dict[Any, Any]) -> None:
+        super().__init__()
+        self._lexers = lexers
+        self._by_lexer: dict[int, _State] = {}  # states share Lark lexers, and so these
+
+    def __missing__(self, state: Any) -> _State:
+        basic = self._lexers[state]  # a KeyError here is Lark's too
+        prepared = self._by_lexer.get(id(basic))
+        if prepared is None:
+            prepared = self._by_lexer[id(basic)] = _State(basic)
+        self[state] = prepared
+        return prepared
+
+
 class FastContextualLexer(ContextualLexer):
     """Plugged in with Lark's `_plugins={"ContextualLexer": ...}` option."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._fast: dict[Any, _State] = {}
-        by_lexer: dict[int, _State] = {}
-        for state, basic in self.lexers.items():
-            if not isinstance(basic, BasicLexer):
-                continue
-            prepared = by_lexer.get(id(basic))
-            if prepared is None:
-                prepared = by_lexer[id(basic)] = _State(basic)
-            self._fast[state] = prepared
+        self._fast = _Prepared(self.lexers)
 
     def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:
         text_slice = lexer_state.text
@@ -110,11 +124,9 @@ class FastContextualLexer(ContextualLexer):
         fast = self._fast
         pos, line, line_start = counter.char_pos, counter.line, counter.line_start_pos
         while pos < end:
-            lexer = fast.get(stack[-1])
-            m = None
-            if lexer is not None and lexer.match is not None:
-                m = lexer.match(text, pos, end)
-            if m is None or lexer is None:
+            lexer = fast[stack[-1]]
+            m = lexer.match(text, pos, end) if lexer.match is not None else None
+            if m is None:
                 # No match (an error), or a state this loop does not handle: Lark's lexer
                 # takes one token from here, raising what Lark raises.
                 counter.char_pos, counter.line, counter.line_start_pos = pos, line, line_start
@@ -222,21 +234,28 @@ class _FastLoop(_Parser):
             e.interactive_parser = InteractiveParser(self, state, state.lexer)
             raise e
 
-    def _table(self, conf: ParseConf[Any]) -> dict[Any, dict[str, tuple[int, Any]]]:
-        """Lark's action table with each step spelled for the loop: (-1, next state) to
-        shift, (size, (callback, rule name)) to reduce. Built once per parse table."""
-        cached = getattr(self, "_steps", None)
-        if cached is not None and cached[0] is conf.callbacks:
-            steps: dict[Any, dict[str, tuple[int, Any]]] = cached[1]
-            return steps
-        steps = {}
-        for number, actions in conf.states.items():
-            steps[number] = {
-                symbol: (-1, arg) if action is Shift else (
-                    len(arg.expansion), (conf.callbacks[arg], arg.origin.name))
-                for symbol, (action, arg) in actions.items()}
-        self._steps = (conf.callbacks, steps)
-        return steps
+    def _table(self, conf: ParseConf[Any]) -> _Steps:
+        cached: _Steps | None = getattr(self, "_steps", None)
+        if cached is None or cached.conf.callbacks is not conf.callbacks:
+            cached = self._steps = _Steps(conf)
+        return cached
+
+
+class _Steps(dict[Any, dict[str, tuple[int, Any]]]):
+    """Lark's action table with each step spelled for the loop: (-1, next state) to shift,
+    (size, (callback, rule name)) to reduce; a state's row is made when it is first met."""
+
+    def __init__(self, conf: ParseConf[Any]) -> None:
+        super().__init__()
+        self.conf = conf
+
+    def __missing__(self, state: Any) -> dict[str, tuple[int, Any]]:
+        callbacks = self.conf.callbacks
+        row = self[state] = {
+            symbol: (-1, arg) if action is Shift else (
+                len(arg.expansion), (callbacks[arg], arg.origin.name))
+            for symbol, (action, arg) in self.conf.states[state].items()}
+        return row
 
 
 class FastLALR(LALR_Parser):
