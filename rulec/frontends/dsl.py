@@ -349,17 +349,11 @@ class _Lowering:
         a few lines (`define a1 = { $a0, $a0 }`, `define a2 = { $a1, $a1 }`, ...) double a set
         per line: 600 bytes made a million atoms, 30 lines a billion. Expansion only copies
         atoms written in the source, so a value never holds more than those."""
-        inner = value.children[0]
-        assert isinstance(inner, Tree)
-        raw = [inner] if inner.data == "atom" else [
-            c for c in inner.children if isinstance(c, Tree)]
+        tokens = _value_tokens(value.children[0])
         atoms: list[_Atom] = []
         seen: set[tuple[str, str]] = set()
         ok = True
-        for atom in raw:
-            assert isinstance(atom, Tree)
-            token = atom.children[0]
-            assert isinstance(token, Token)
+        for token in tokens:
             if token.type != "VAR":
                 if (token.type, str(token)) not in seen:
                     seen.add((token.type, str(token)))
@@ -605,15 +599,12 @@ class _Lowering:
         neg, value = tree.children[-2:]
         assert isinstance(value, Tree)
         inner = value.children[0]
-        assert isinstance(inner, Tree)
-        if inner.data == "atom":
-            token = inner.children[0]
-            assert isinstance(token, Token)
-            if token.type in ("IPV4", "IPV6"):  # one address, most often written once
-                try:
-                    return AddressSet((Prefix.parse(str(token)),), neg is not None)
-                except ValueError:
-                    pass  # the general path below says why
+        if isinstance(inner, Token) and inner.type in ("IPV4", "IPV6"):
+            # One address, most often written once.
+            try:
+                return AddressSet((Prefix.parse(str(inner)),), neg is not None)
+            except ValueError:
+                pass  # the general path below says why
         key = _value_key("address", neg is not None, inner)
         if key is not None and (known := self.ctx.values.get(key)) is not None:
             assert isinstance(known, AddressSet)
@@ -651,9 +642,7 @@ class _Lowering:
     def ports(self, tree: Tree[Token]) -> PortSet | None:
         neg, value = tree.children[-2:]
         assert isinstance(value, Tree)
-        inner = value.children[0]
-        assert isinstance(inner, Tree)
-        key = _value_key("port", neg is not None, inner)
+        key = _value_key("port", neg is not None, value.children[0])
         if key is not None and (known := self.ctx.values.get(key)) is not None:
             assert isinstance(known, PortSet)
             return known
@@ -1006,19 +995,26 @@ def _nested_too_deep(tree: Tree[Token]) -> Token | None:
     return None
 
 
-def _value_key(kind: str, negated: bool, inner: Tree[Token]) -> tuple[object, ...] | None:
+def _value_tokens(inner: Token | Tree[Token]) -> list[Token]:
+    """The tokens of a value: itself, or a set's atoms."""
+    if isinstance(inner, Token):
+        return [inner]
+    tokens = [atom.children[0] for atom in inner.children if isinstance(atom, Tree)]
+    assert all(isinstance(t, Token) for t in tokens)
+    return tokens  # type: ignore[return-value]
+
+
+def _value_key(kind: str, negated: bool,
+               inner: Token | Tree[Token]) -> tuple[object, ...] | None:
     """What a value lowers to depends only on how it is written (a $variable cannot be
     redefined), so its lowering is kept under this key: the atoms' types and texts. Port
     values are few; address values only if they use a variable (a literal address set is
     usually written once, and keeping it would only cost memory)."""
-    if inner.data == "atom":  # most values: one atom
-        token = inner.children[0]
-        assert isinstance(token, Token)
-        if kind == "address" and token.type != "VAR":
+    if isinstance(inner, Token):  # most values: one token
+        if kind == "address" and inner.type != "VAR":
             return None
-        return (kind, negated, token.type, str(token))
-    tokens = [atom.children[0] for atom in inner.children if isinstance(atom, Tree)]
-    written = tuple((t.type, str(t)) for t in tokens if isinstance(t, Token))
+        return (kind, negated, inner.type, str(inner))
+    written = tuple((t.type, str(t)) for t in _value_tokens(inner))
     if kind == "address" and not any(t == "VAR" for t, _ in written):
         return None
     return (kind, negated, written)
