@@ -1,5 +1,7 @@
 """.rules files -> IR. Parsing is Lark's; this module resolves includes and defines, checks every
-value against where it is used, and builds the IR with a span on every node.
+value against where it is used, and builds the IR with a span on every node. It does so while
+Lark parses, called back as each statement, header and rule is reduced (the file's parse tree
+is never built), and lowers each distinct value once.
 """
 
 from __future__ import annotations
