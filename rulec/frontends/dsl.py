@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -942,9 +943,10 @@ class _Lowering:
         raise AssertionError(f"unhandled action {kind}")
 
 
-class _Callbacks:
+class _Callbacks(threading.local):
     """What Lark calls as it reduces a grammar rule (its inline transformer), forwarded to the
-    lowering of the file being parsed: includes parse a file inside another."""
+    lowering of the file being parsed: includes parse a file inside another. Lark's parser is
+    shared, so which lowering is active is kept per thread."""
 
     def __init__(self) -> None:
         self.active: list[_Lowering] = []
