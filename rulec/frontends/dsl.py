@@ -1,5 +1,7 @@
 """.rules files -> IR. Parsing is Lark's; this module resolves includes and defines, checks every
-value against where it is used, and builds the IR with a span on every node.
+value against where it is used, and builds the IR with a span on every node. It does so while
+Lark parses, called back as each statement, header and rule is reduced (the file's parse tree
+is never built), and lowers each distinct value once.
 """
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ from lark.exceptions import UnexpectedInput
 
 from rulec.diagnostics import Collector, Diagnostic, RulecError, SourceFile, Span
 from rulec.frontends import is_stdin, read_input, source_name
-from rulec.frontends.grammar import parser
+from rulec.frontends.grammar import lowering_parser
 from rulec.frontends.syntax_errors import syntax_diagnostic
 from rulec.ir import nodes as ir
 from rulec.ir.values import (
@@ -62,6 +65,7 @@ _ESCAPE = re.compile(r"\\(.)")
 _REJECT = {w.value: w for w in ir.RejectWith}
 _LEVELS = {lv.value: lv for lv in ir.LogLevel}
 _UNITS = {u.value: u for u in RateUnit} | {u.value + "s": u for u in RateUnit}
+_PROTOCOL_NAMED = {name: Protocol(number) for name, number in PROTOCOLS.items()}
 _SYN_MASK = frozenset({TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK})
 BOM = "\ufeff"  # editors on some systems start UTF-8 files with it; it is not policy text
 # nft bounds its includes at 16; a policy needs a handful, and each level costs a few frames
@@ -98,6 +102,41 @@ class _Context:
     entry_points: set[str] = field(default_factory=set)
     # `docker { ... }` blocks, lowered by rulec.frontends.docker and expanded in _finish.
     docker: list[DockerHost] = field(default_factory=list)
+    # Values already lowered without an error, by what was written: a `$web` used by 10,000
+    # rules is expanded and checked once, and they share one immutable PortSet.
+    values: dict[object, AddressSet | PortSet] = field(default_factory=dict)
+    # `$name is defined at ...`, the note on every atom a variable brings, formatted once.
+    define_notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def save(self) -> _Saved:
+        return _Saved(len(self.out.items), dict(self.defines),
+                      [(key, b, dict(b.chains), b.span) for key, b in self.tables.items()],
+                      set(self.entry_points), len(self.docker))
+
+    def restore(self, saved: _Saved) -> None:
+        """Undo what lowering did since `saved`: a file with a syntax error contributes
+        nothing but that error, though the parser lowered its first part (and includes)."""
+        del self.out.items[saved.diagnostics:]
+        self.defines.clear()
+        self.defines.update(saved.defines)
+        self.tables.clear()
+        for key, builder, chains, span in saved.tables:
+            builder.chains, builder.span = chains, span
+            self.tables[key] = builder
+        self.entry_points.clear()
+        self.entry_points.update(saved.entry_points)
+        del self.docker[saved.docker:]
+        self.values.clear()  # a value may name a define that is gone now
+        self.define_notes.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    diagnostics: int
+    defines: dict[str, tuple[list[_Atom] | None, Span]]
+    tables: list[tuple[tuple[Family, ir.TableKind], _TableBuilder, dict[str, ir.Chain], Span]]
+    entry_points: set[str]
+    docker: int
 
 
 @dataclass
@@ -203,25 +242,52 @@ def _load_file(path: Path, span: Span | None, ctx: _Context) -> None:
         ctx.includes -= included
 
 
+@dataclass(frozen=True, slots=True)
+class _ChainHead:
+    """A chain whose header had no error, while its rules are parsed."""
+
+    name: str
+    hook: ir.Hook | None
+    policy: ir.Policy | None
+    span: Span
+
+
+_FAILED = object()  # what a rule with errors lowers to (None is Lark's absent `[rule]`)
+
+
 def _lower_source(source: SourceFile, directory: Path, ctx: _Context) -> None:
-    grammar = parser()
+    grammar = lowering_parser(_CALLBACKS)
+    saved = ctx.save()
+    _CALLBACKS.active.append(_Lowering(source, directory, ctx))
     try:
         # A trailing newline lets the last line end like every other.
-        tree = grammar.parse(source.text + "\n")
+        grammar.parse(source.text + "\n")
     except UnexpectedInput as exc:
+        ctx.restore(saved)
         ctx.out.extend([syntax_diagnostic(exc, source, grammar)])
-        return
-    _Lowering(source, directory, ctx).items(tree)
+    finally:
+        _CALLBACKS.active.pop()
 
 
 class _Lowering:
-    """Walks one file's parse tree; appends IR to the context and errors to its collector."""
+    """Lowers one file while Lark parses it: Lark calls the methods below (through
+    _Callbacks) as it reduces `define`, `include`, `docker`, table and chain headers, `rule`,
+    chains and tables, in the order they end in the text. IR goes to the context, errors to
+    its collector. Inside a rule, clauses and values are small Lark trees, lowered with the
+    rule and then dropped: no tree of the whole file is ever held."""
 
     def __init__(self, source: SourceFile, directory: Path, ctx: _Context) -> None:
         self.source = source
         self.directory = directory
         self.ctx = ctx
         self.out = ctx.out
+        # The table whose chains are being parsed (None if its header had an error: its
+        # chains and rules are not lowered), and the chain whose rules are (None likewise).
+        self.table_builder: _TableBuilder | None = None
+        self.open_chain: _ChainHead | None = None
+        self.last_rule_end = 0  # where the last rule ended (a table's span reaches there)
+        self.table_start = self.table_header_end = 0
+        self.table_is_new = False
 
     # ------------------------------------------------------------------ spans and helpers
     def span(self, node: Tree[Token] | Token) -> Span:
@@ -237,6 +303,8 @@ class _Lowering:
 
     def string(self, token: Token) -> str:
         body = str(token)[1:-1]
+        if "\\" not in body:
+            return body
         for match in _ESCAPE.finditer(body):
             if match.group(1) not in '"\\':
                 start = (token.start_pos or 0) + 1 + match.start()
@@ -246,30 +314,24 @@ class _Lowering:
         return _ESCAPE.sub(r"\1", body)
 
     # ------------------------------------------------------------------ top level
-    def items(self, tree: Tree[Token]) -> None:
-        for item in tree.children:
-            assert isinstance(item, Tree)
-            if item.data == "define":
-                self.define(item)
-            elif item.data == "include":
-                token = item.children[0]
-                assert isinstance(token, Token)
-                _load_file(self.directory / self.string(token), self.span(item), self.ctx)
-            elif item.data == "docker":
-                from rulec.frontends.docker.block import lower_block
+    def include(self, children: list[Token]) -> None:
+        token = children[0]
+        _load_file(self.directory / self.string(token), self.span(token), self.ctx)
 
-                too_deep = _nested_too_deep(item)
-                if too_deep is not None:
-                    self.out.error("E0105", f"blocks nest more than {MAX_BLOCK_DEPTH} deep",
-                                   self.span(too_deep),
-                                   "the Docker model nests one level: `network NAME { ... }`")
-                    continue
-                self.ctx.docker.append(lower_block(item, self.source, self.out))
-            else:
-                self.table(item)
+    def docker(self, children: list[Token | Tree[Token]]) -> None:
+        from rulec.frontends.docker.block import lower_block
 
-    def define(self, tree: Tree[Token]) -> None:
-        name, value = tree.children
+        item: Tree[Token] = Tree("docker", children)
+        too_deep = _nested_too_deep(item)
+        if too_deep is not None:
+            self.out.error("E0105", f"blocks nest more than {MAX_BLOCK_DEPTH} deep",
+                           self.span(too_deep),
+                           "the Docker model nests one level: `network NAME { ... }`")
+            return
+        self.ctx.docker.append(lower_block(item, self.source, self.out))
+
+    def define(self, children: list[Token | Tree[Token]]) -> None:
+        name, value = children
         assert isinstance(name, Token) and isinstance(value, Tree)
         if not _VAR_NAME.match(name):
             self.out.error("E0210", f"invalid variable name {name!s}", self.span(name),
@@ -290,17 +352,11 @@ class _Lowering:
         a few lines (`define a1 = { $a0, $a0 }`, `define a2 = { $a1, $a1 }`, ...) double a set
         per line: 600 bytes made a million atoms, 30 lines a billion. Expansion only copies
         atoms written in the source, so a value never holds more than those."""
-        inner = value.children[0]
-        assert isinstance(inner, Tree)
-        raw = [inner] if inner.data == "atom" else [
-            c for c in inner.children if isinstance(c, Tree)]
+        tokens = _value_tokens(value.children[0])
         atoms: list[_Atom] = []
         seen: set[tuple[str, str]] = set()
         ok = True
-        for atom in raw:
-            assert isinstance(atom, Tree)
-            token = atom.children[0]
-            assert isinstance(token, Token)
+        for token in tokens:
             if token.type != "VAR":
                 if (token.type, str(token)) not in seen:
                     seen.add((token.type, str(token)))
@@ -320,18 +376,22 @@ class _Lowering:
                 continue
             # Point at the use, with a note: the define may be far away, or in another file.
             use = self.span(token)
-            note = (f"{token!s} is defined at {where}",)
+            note = self.ctx.define_notes.get(name)
+            if note is None:
+                note = self.ctx.define_notes[name] = (f"{token!s} is defined at {where}",)
             for a in defined:
                 if (a.token.type, str(a.token)) not in seen:
                     seen.add((a.token.type, str(a.token)))
                     atoms.append(_Atom(a.token, use, note))
         return atoms if ok else None
 
-    def table(self, tree: Tree[Token]) -> None:
-        first, second, *chains = tree.children
-        assert isinstance(first, Token)
+    def table_head(self, children: list[Token | None]) -> None:
+        first, second = children
+        assert first is not None
         family_token, kind_token = (first, second) if second is not None else (None, first)
-        assert isinstance(kind_token, Token)
+        self.table_builder = None
+        self.table_start, self.table_header_end = first.start_pos or 0, (
+            kind_token.end_pos or 0)
         family = Family.INET
         if family_token is not None:
             if family_token not in _FAMILIES:
@@ -344,34 +404,50 @@ class _Lowering:
                            "use filter, nat, mangle or raw")
             return
         kind = _TABLES[kind_token]
-        builder = self.ctx.tables.setdefault(
-            (family, kind), _TableBuilder(kind, family, self.span(tree)))
-        for chain in chains:
-            assert isinstance(chain, Tree)
-            self.chain(chain, builder)
+        builder = self.ctx.tables.get((family, kind))
+        self.table_is_new = builder is None
+        if builder is None:
+            # Its span is the whole table's, known when the table ends.
+            builder = self.ctx.tables[(family, kind)] = _TableBuilder(
+                kind, family, self.source.span(self.table_start, self.table_header_end))
+        self.table_builder = builder
 
-    def chain(self, tree: Tree[Token], table: _TableBuilder) -> None:
-        name, external, policy_token, *rule_trees = tree.children
-        assert isinstance(name, Token)
+    def table(self, children: list[int | None]) -> None:
+        chain_ends = [end for end in children[1:] if end is not None]
+        builder, self.table_builder = self.table_builder, None
+        if builder is not None and self.table_is_new:
+            # From the table's first word to its last, as the rest of a table's tokens.
+            end = chain_ends[-1] if chain_ends else self.table_header_end
+            builder.span = self.source.span(self.table_start, end)
+
+    def chain_head(self, children: list[Token | None]) -> int:
+        """Checks a chain's header before its rules are lowered (as they are parsed); returns
+        where the header ends."""
+        name, external, policy_token = children
+        assert name is not None
+        header_end = (policy_token or external or name).end_pos or 0
+        self.open_chain = None
+        table = self.table_builder
+        if table is None:
+            return header_end
         span = self.span(name)
         if not _CHAIN_NAME.match(name):
             self.out.error("E0210", f"invalid chain name {name!s}", span,
                            "use letters, digits, '_' and '-', starting with a letter or '_'")
-            return
+            return header_end
         if name in table.chains:
             first = table.chains[name].span
             self.out.error("E0206", f"chain {name!s} is already declared in table "
                            f"{table.family.value} {table.kind.value}", span,
                            f"first declared at {first}")
-            return
+            return header_end
         builtin = {h.value: h for h in ir.BUILTIN_CHAINS[table.kind]}
         hook = builtin.get(str(name))
         if hook is None and name in ir.Hook.__members__:
             self.out.error("E0209", f"table {table.kind.value} has no built-in chain {name!s}",
                            span, "built-in chains here: " + ", ".join(builtin))
-            return
+            return header_end
         if external is not None and hook is not None:
-            assert isinstance(external, Token)
             self.out.error("E0208", f"built-in chain {name!s} cannot be external",
                            self.span(external), "the kernel enters built-in chains itself; "
                            "`external` marks a user chain another program jumps to")
@@ -379,7 +455,6 @@ class _Lowering:
             self.ctx.entry_points.add(str(name))
         policy = None
         if policy_token is not None:
-            assert isinstance(policy_token, Token)
             if hook is None:
                 self.out.error("E0208", f"user chain {name!s} cannot have a policy",
                                self.span(policy_token),
@@ -394,29 +469,47 @@ class _Lowering:
                                "the nat table is not for filtering; drop in the filter table")
             else:
                 policy = ir.Policy(str(policy_token))
-        rules = []
-        for rule_tree in rule_trees:
-            if rule_tree is None:
-                continue
-            assert isinstance(rule_tree, Tree)
-            rule = self.rule(rule_tree)
-            if rule is not None:
-                rules.append(rule)
-        table.chains[str(name)] = ir.Chain(name=str(name), hook=hook, policy=policy,
-                                           rules=tuple(rules), span=span)
+        self.open_chain = _ChainHead(str(name), hook, policy, span)
+        return header_end
+
+    def chain(self, children: list[object]) -> int:
+        """Declares the chain with the rules lowered while it was parsed; returns where the
+        chain ends (its last token), for the table's span."""
+        header_end, rules = children[0], children[1:]
+        assert isinstance(header_end, int)
+        # The last rule is optional in the grammar: None if the chain ends with a separator.
+        end = self.last_rule_end if len(rules) > 1 or rules[-1] is not None else header_end
+        head, self.open_chain = self.open_chain, None
+        if head is not None:
+            assert self.table_builder is not None
+            self.table_builder.chains[head.name] = ir.Chain(
+                name=head.name, hook=head.hook, policy=head.policy,
+                rules=tuple(r for r in rules if isinstance(r, ir.Rule)), span=head.span)
+        return end
 
     # ------------------------------------------------------------------ rules
-    def rule(self, tree: Tree[Token]) -> ir.Rule | None:
-        action_tree, *clauses = tree.children
-        assert isinstance(action_tree, Tree)
-        span = self.span(tree)
+    def rule(self, children: list[Tree[Token]]) -> ir.Rule | object:
+        """The rule's IR, or _FAILED if it had errors (or its chain did: then it is not
+        lowered)."""
+        action_tree, *clauses = children
+        last = None
+        for clause in reversed(clauses):
+            if (last := _edge_token(clause, -1)) is not None:
+                break
+        first = action_tree.children[0]  # the action's keyword
+        assert isinstance(first, Token)
+        last = last or _edge_token(action_tree, -1)
+        assert last is not None
+        self.last_rule_end = last.end_pos or 0
+        if self.open_chain is None:
+            return _FAILED
+        span = self.source.span(first.start_pos or 0, self.last_rule_end)
         errors_before = len(self.out.items)
         fields: dict[str, object] = {}
         seen: dict[str, Tree[Token]] = {}
         statements: list[ir.Statement] = []
         comment: str | None = None
         for clause in clauses:
-            assert isinstance(clause, Tree)
             kind = clause.data
             if kind in ("log_statement", "counter"):
                 statements.append(self.log(clause) if kind == "log_statement" else ir.Counter())
@@ -433,8 +526,7 @@ class _Lowering:
                 assert isinstance(token, Token)
                 comment = self.string(token)
                 continue
-            handler = _CLAUSES[kind]
-            value = handler(self, clause)
+            value = _CLAUSES[kind](self, clause)
             if value is not None:
                 fields[key] = value
         if "syn" in fields:
@@ -446,7 +538,7 @@ class _Lowering:
         self.imply_family(fields, seen, span)
         self.resolve_icmp_type(fields, seen, span)
         if len(self.out.items) > errors_before or action is None:
-            return None
+            return _FAILED
         match = ir.Match(**fields)  # type: ignore[arg-type]
         return ir.Rule(match=match, statements=tuple(statements), action=action,
                        comment=comment, span=span)
@@ -509,6 +601,24 @@ class _Lowering:
     def addresses(self, tree: Tree[Token]) -> AddressSet | None:
         neg, value = tree.children[-2:]
         assert isinstance(value, Tree)
+        inner = value.children[0]
+        if isinstance(inner, Token) and inner.type in ("IPV4", "IPV6"):
+            # One address, most often written once.
+            try:
+                return AddressSet((Prefix.parse(str(inner)),), neg is not None)
+            except ValueError:
+                pass  # the general path below says why
+        key = _value_key("address", neg is not None, inner)
+        if key is not None and (known := self.ctx.values.get(key)) is not None:
+            assert isinstance(known, AddressSet)
+            return known
+        errors_before = len(self.out.items)
+        result = self.lower_addresses(neg is not None, value)
+        if key is not None and result is not None and len(self.out.items) == errors_before:
+            self.ctx.values[key] = result
+        return result
+
+    def lower_addresses(self, negated: bool, value: Tree[Token]) -> AddressSet | None:
         errors_before = len(self.out.items)
         prefixes = []
         atoms = self.atoms(value)
@@ -530,11 +640,22 @@ class _Lowering:
                 self.out.error("E0310", "empty address set: the rule could never match",
                                self.span(value), *self.variable_notes(value))
             return None
-        return AddressSet(tuple(prefixes), self.neg(neg))
+        return AddressSet(tuple(prefixes), negated)
 
     def ports(self, tree: Tree[Token]) -> PortSet | None:
         neg, value = tree.children[-2:]
         assert isinstance(value, Tree)
+        key = _value_key("port", neg is not None, value.children[0])
+        if key is not None and (known := self.ctx.values.get(key)) is not None:
+            assert isinstance(known, PortSet)
+            return known
+        errors_before = len(self.out.items)
+        result = self.lower_ports(neg is not None, value)
+        if key is not None and result is not None and len(self.out.items) == errors_before:
+            self.ctx.values[key] = result
+        return result
+
+    def lower_ports(self, negated: bool, value: Tree[Token]) -> PortSet | None:
         errors_before = len(self.out.items)
         ranges = []
         atoms = self.atoms(value)
@@ -549,7 +670,7 @@ class _Lowering:
                 self.out.error("E0310", "empty port set: the rule could never match",
                                self.span(value), *self.variable_notes(value))
             return None
-        return PortSet(tuple(ranges), self.neg(neg))
+        return PortSet(tuple(ranges), negated)
 
     def variable_notes(self, value: Tree[Token]) -> list[str]:
         """Where the $variables of a value are defined (for errors about the whole value)."""
@@ -656,7 +777,7 @@ class _Lowering:
         return value, mask
 
     def clause_proto_name(self, tree: Tree[Token]) -> Protocol:
-        return Protocol(PROTOCOLS[str(tree.children[0])])
+        return _PROTOCOL_NAMED[str(tree.children[0])]
 
     def clause_proto(self, tree: Tree[Token]) -> Protocol | None:
         neg, token = tree.children
@@ -772,13 +893,9 @@ class _Lowering:
 
     def action(self, tree: Tree[Token]) -> ir.Action | None:
         kind = tree.data
+        if kind in _SIMPLE_ACTIONS:
+            return _SIMPLE_ACTIONS[kind]()
         children = tree.children[1:]  # after the action keyword
-        simple: dict[str, Callable[[], ir.Action]] = {
-            "accept": ir.Accept, "drop": ir.Drop, "return_": ir.Return,
-            "masquerade": ir.Masquerade, "clamp_mss": ir.ClampMss,
-        }
-        if kind in simple:
-            return simple[kind]()
         if kind == "reject":
             token = children[0]
             if token is None:
@@ -826,6 +943,42 @@ class _Lowering:
         raise AssertionError(f"unhandled action {kind}")
 
 
+class _Callbacks(threading.local):
+    """What Lark calls as it reduces a grammar rule (its inline transformer), forwarded to the
+    lowering of the file being parsed: includes parse a file inside another. Lark's parser is
+    shared, so which lowering is active is kept per thread."""
+
+    def __init__(self) -> None:
+        self.active: list[_Lowering] = []
+
+    def define(self, children: list[Token | Tree[Token]]) -> None:
+        self.active[-1].define(children)
+
+    def include(self, children: list[Token]) -> None:
+        self.active[-1].include(children)
+
+    def docker(self, children: list[Token | Tree[Token]]) -> None:
+        self.active[-1].docker(children)
+
+    def table_head(self, children: list[Token | None]) -> None:
+        self.active[-1].table_head(children)
+
+    def table(self, children: list[int | None]) -> None:
+        self.active[-1].table(children)
+
+    def chain_head(self, children: list[Token | None]) -> int:
+        return self.active[-1].chain_head(children)
+
+    def chain(self, children: list[object]) -> int:
+        return self.active[-1].chain(children)
+
+    def rule(self, children: list[Tree[Token]]) -> object:
+        return self.active[-1].rule(children)
+
+
+_CALLBACKS = _Callbacks()
+
+
 # `docker { network x { ... } }` nests blocks in blocks; the grammar allows any depth, but the
 # Docker model's lowering walks them recursively, and needs a few levels.
 MAX_BLOCK_DEPTH = 16
@@ -844,6 +997,31 @@ def _nested_too_deep(tree: Tree[Token]) -> Token | None:
                     return _edge_token(node, 0)
                 stack.append((child, inner))
     return None
+
+
+def _value_tokens(inner: Token | Tree[Token]) -> list[Token]:
+    """The tokens of a value: itself, or a set's atoms."""
+    if isinstance(inner, Token):
+        return [inner]
+    tokens = [atom.children[0] for atom in inner.children if isinstance(atom, Tree)]
+    assert all(isinstance(t, Token) for t in tokens)
+    return tokens  # type: ignore[return-value]
+
+
+def _value_key(kind: str, negated: bool,
+               inner: Token | Tree[Token]) -> tuple[object, ...] | None:
+    """What a value lowers to depends only on how it is written (a $variable cannot be
+    redefined), so its lowering is kept under this key: the atoms' types and texts. Port
+    values are few; address values only if they use a variable (a literal address set is
+    usually written once, and keeping it would only cost memory)."""
+    if isinstance(inner, Token):  # most values: one token
+        if kind == "address" and inner.type != "VAR":
+            return None
+        return (kind, negated, inner.type, str(inner))
+    written = tuple((t.type, str(t)) for t in _value_tokens(inner))
+    if kind == "address" and not any(t == "VAR" for t, _ in written):
+        return None
+    return (kind, negated, written)
 
 
 def _edge_token(node: Tree[Token] | Token, end: int) -> Token | None:
@@ -894,6 +1072,11 @@ def _address_hint(text: str, exc: ValueError) -> list[str]:
         return [reason[:1].lower() + reason[1:]]
     return [f"an {'IPv6' if v6 else 'IPv4'} prefix length is 0-{128 if v6 else 32}"]
 
+
+_SIMPLE_ACTIONS: dict[str, Callable[[], ir.Action]] = {
+    "accept": ir.Accept, "drop": ir.Drop, "return_": ir.Return,
+    "masquerade": ir.Masquerade, "clamp_mss": ir.ClampMss,
+}
 
 _CLAUSE_LABEL = {
     "proto": "the protocol", "saddr": "the source address", "daddr": "the destination address",

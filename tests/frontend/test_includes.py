@@ -97,3 +97,18 @@ def test_variables_doubling_each_other_stay_small() -> None:
     done = subprocess.run([sys.executable, "-c", script], input=text, capture_output=True,
                           text=True, timeout=60, preexec_fn=limit, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "41"), done.stderr[-500:]
+
+
+def test_a_file_with_a_syntax_error_contributes_only_that_error(tmp_path: Path) -> None:
+    """The frontend lowers while it parses, so it has read the include (and its errors) and
+    lowered the first rules by the time it meets the syntax error; none of that remains."""
+    (tmp_path / "bad.rules").write_text("define b = $nope\n", encoding="utf-8")
+    (tmp_path / "p.rules").write_text(
+        'include "bad.rules"\ndefine a = 1\n'
+        "table ip filter { chain INPUT { accept dport 99999 } }\n"
+        "table ip filter { chain X { accept from } }\n", encoding="utf-8")
+    (tmp_path / "q.rules").write_text(  # after p: `a` is free again, and so is chain INPUT
+        "define a = 2\ntable ip filter { chain INPUT { accept dport $a } }\n", encoding="utf-8")
+    with pytest.raises(RulecError) as info:
+        parse_files([tmp_path / "p.rules", tmp_path / "q.rules"])
+    assert [(d.code, d.span and d.span.line) for d in info.value.diagnostics] == [("E0101", 4)]
