@@ -157,12 +157,11 @@ def named_sets(table: Table) -> list[NamedSet]:
                     if rule.comment is not None:
                         users.setdefault(value.name, []).append((value, terms_of(rule)))
     for name, uses in users.items():
-        first = found[name]
-        if len(uses) == 1 and not first.notes:
-            continue  # one user, one comment: the rule's own says it
         per = [element_terms(v, t) for v, t in uses]
-        found[name] = replace(first, notes=tuple(
-            join_terms(*column) for column in zip(*per, strict=True)))
+        notes = tuple(join_terms(*column) for column in zip(*per, strict=True))
+        if all(n == t for n in notes for _, t in uses):
+            continue  # every element from every user's terms: the rules' comments say it
+        found[name] = replace(found[name], notes=notes)
     return [found[name] for name in sorted(found)]
 
 
