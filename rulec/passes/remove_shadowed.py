@@ -17,7 +17,6 @@ a chain of 10k rules takes seconds, not the minutes of a pairwise check.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 from collections.abc import Iterable
@@ -54,7 +53,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
-from rulec.passes.analysis import mark_setting_chains, meet
+from rulec.passes.analysis import Column, mark_setting_chains, meet
 from rulec.passes.context import PassContext
 
 CODE = "W0102"
@@ -388,76 +387,6 @@ def _pieces(piece: Box, cover: _Cover, domains: tuple[tuple[int, int], ...]) -> 
 
 
 _first, _second = itemgetter(0), itemgetter(1)
-# Entries per block of a _Column: an insert shifts at most twice this many.
-_BLOCK = 256
-
-
-class _Column:
-    """(low, entry) pairs sorted by low, for counting and listing the entries whose low lies in
-    a range. Kept in blocks of _BLOCK to 2 * _BLOCK pairs, so that an insert shifts one block,
-    not every entry after it: one sorted list made the index quadratic (2 M list inserts, 14 s
-    of a 100k-rule chain)."""
-
-    __slots__ = ("entries", "firsts", "lows")
-
-    def __init__(self) -> None:
-        self.firsts: list[int] = []  # each block's first low
-        self.lows: list[list[int]] = []
-        self.entries: list[list[tuple[int, int]]] = []
-
-    def insert(self, low: int, entry: tuple[int, int]) -> None:
-        firsts = self.firsts
-        if not firsts:
-            firsts.append(low)
-            self.lows.append([low])
-            self.entries.append([entry])
-            return
-        b = max(0, bisect.bisect_right(firsts, low) - 1)
-        lows, entries = self.lows[b], self.entries[b]
-        at = bisect.bisect_right(lows, low)
-        lows.insert(at, low)
-        entries.insert(at, entry)
-        if at == 0:
-            firsts[b] = low
-        if len(lows) > 2 * _BLOCK:
-            self.lows.insert(b + 1, lows[_BLOCK:])
-            self.entries.insert(b + 1, entries[_BLOCK:])
-            firsts.insert(b + 1, lows[_BLOCK])
-            del lows[_BLOCK:], entries[_BLOCK:]
-
-    def _blocks(self, low: int, high: int) -> tuple[int, int]:
-        """The first and last block that may hold a low in [low, high]: blocks before the
-        first hold only lows below `low`, blocks after the last only lows above `high`."""
-        return (max(0, bisect.bisect_left(self.firsts, low) - 1),
-                bisect.bisect_right(self.firsts, high) - 1)
-
-    def count(self, low: int, high: int) -> int:
-        """How many lows lie in [low, high]."""
-        i, j = self._blocks(low, high)
-        if j < i:
-            return 0
-        first, last = self.lows[i], self.lows[j]
-        if i == j:
-            return bisect.bisect_right(first, high) - bisect.bisect_left(first, low)
-        return (len(first) - bisect.bisect_left(first, low) + sum(map(len, self.lows[i + 1:j]))
-                + bisect.bisect_right(last, high))
-
-    def between(self, low: int, high: int) -> list[tuple[int, int]]:
-        """The entries whose low lies in [low, high]."""
-        i, j = self._blocks(low, high)
-        if j < i:
-            return []
-        first = self.lows[i]
-        start = bisect.bisect_left(first, low)
-        if i == j:
-            return self.entries[i][start:bisect.bisect_right(first, high, start)]
-        out = self.entries[i][start:]
-        for block in self.entries[i + 1:j]:
-            out += block
-        out += self.entries[j][:bisect.bisect_right(self.lows[j], high)]
-        return out
-
-
 class _Index:
     """The usable earlier terminal rules of one family, found by interval overlap."""
 
@@ -467,7 +396,7 @@ class _Index:
         self.wild: dict[int, set[int]] = {d: set() for d in _INDEXED}  # unconstrained there
         # dimension -> width class -> [(low, (high, cover id))] by low; an interval of class
         # c is narrower than 2**c, so one meeting [a, b] starts in (a - 2**c, b].
-        self.buckets: dict[int, dict[int, _Column]] = {d: {} for d in _INDEXED}
+        self.buckets: dict[int, dict[int, Column]] = {d: {} for d in _INDEXED}
         self.marked: list[int] = []
 
     def add(self, cover: _Cover) -> None:
@@ -485,7 +414,7 @@ class _Index:
                 width_class = (high - low).bit_length()
                 column = buckets.get(width_class)
                 if column is None:
-                    column = buckets[width_class] = _Column()
+                    column = buckets[width_class] = Column()
                 column.insert(low, (high, cid))
 
     def forget_marks(self) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from rulec import cli
 from rulec.api import compile_ruleset, parse_text
@@ -18,7 +16,7 @@ from rulec.ir.printer import rule_text
 from rulec.ir.values import Family, PortSet, Protocol
 from rulec.ir.verify import verify
 from rulec.passes import DEFAULT_PIPELINE, PassContext
-from rulec.passes.remove_shadowed import CODE, _Column, remove_shadowed
+from rulec.passes.remove_shadowed import CODE, remove_shadowed
 
 USER_CHAINS = """
   chain u { accept tcp dport 80 }
@@ -259,21 +257,3 @@ def test_a_rule_covered_only_after_a_merge_goes_without_a_warning() -> None:
     again = compile_ruleset(result.ruleset, "nft")
     assert again.ruleset == result.ruleset and not again.warnings
 
-
-@settings(max_examples=300, deadline=None)
-@given(lows=st.lists(st.integers(0, 40), max_size=3000),
-       queries=st.lists(st.tuples(st.integers(-5, 45), st.integers(0, 20)), max_size=20))
-def test_the_index_column_counts_and_lists_as_one_sorted_list(
-        lows: list[int], queries: list[tuple[int, int]]) -> None:
-    """The index's blocked sorted column (blocks split as they fill, so that inserts stay
-    cheap) answers range queries as a plain sorted list would, whatever the insert order and
-    however many equal lows span blocks."""
-    column = _Column()
-    for cid, low in enumerate(lows):
-        column.insert(low, (low, cid))
-    assert [low for block in column.lows for low in block] == sorted(lows)
-    assert column.firsts == [block[0] for block in column.lows]
-    for start, width in queries:
-        inside = sorted(cid for cid, low in enumerate(lows) if start <= low <= start + width)
-        assert column.count(start, start + width) == len(inside)
-        assert sorted(cid for _, cid in column.between(start, start + width)) == inside
