@@ -552,8 +552,11 @@ def _match_rest(field_name: str) -> Callable[[Match], tuple[Any, ...]]:
     return attrgetter(*(f.name for f in fields(Match) if f.compare and f.name != field_name))
 
 
-# Relevant rules of a group below which checking each one beats asking the field index.
+# Rules to look at below which checking each one beats asking a field index.
 _FEW = 16
+# The fields with a line (_line) a group's scan may look rules up by.
+_LINED = ("saddr", "daddr", "sport", "dport")
+_MARKING, _PLAIN = "marking", "plain"  # kinds of rules in merge_rules' scans
 # Where ICMPv6 types start on the icmp_type line, and IPv6 addresses on the address line.
 _ICMP6_BASE = 256
 _IP6_BASE = 1 << 32
@@ -665,12 +668,17 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     # Output index -> its field's line (None: no value, or not on a line); a widened head's
     # holds its members' values.
     lines: list[list[Interval] | None] = []
-    # Output indices of rules whose action and statements are each (terminal action,
-    # statements) pair, without a limit: the rules a terminal group of that pair may pass
-    # whatever they match. The rest (`others`) any group must look at.
+    # The rules a group's scan may have to look at, by kind: terminal ones without a limit,
+    # by (action, statements) (a terminal group with that pair passes them whatever they
+    # match); those that may set the mark (relevant to every group); the rest.
+    kinds: list[tuple[Any, Any] | str] = []  # output index -> its pair, _MARKING or _PLAIN
     passing: dict[tuple[Any, Any], list[int]] = {}
-    others: list[int] = []
+    marking: list[int] = []
+    plain: list[int] = []
     index: _FieldIndex | None = None  # built when a group first has many lined rules
+    # For scanning past many rules: per other field, an index of the rules' values there
+    # and the rules without one (built on first need).
+    around: dict[str, tuple[_FieldIndex, list[int]]] | None = None
 
     def current(j: int) -> Rule:
         count = pending.pop(j, 0)
@@ -709,19 +717,58 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         else:
             group.unlined.append(j)
 
+    def scan_index() -> dict[str, tuple[_FieldIndex, list[int]]]:
+        nonlocal around
+        if around is None:
+            around = {f: (_FieldIndex(), []) for f in _LINED if f != field_name}
+            for j, rule in enumerate(out):
+                place(rule, j)
+        return around
+
+    def place(rule: Rule, j: int) -> None:
+        assert around is not None
+        for name, (found, unlined) in around.items():
+            line = _line(name, getattr(rule.match, name))
+            if line is None:
+                unlined.append(j)
+            else:
+                found.add(line, j)
+
     def scan(group: _Group, key: Match) -> None:
         """Sort the rules after those already scanned into relevant or not."""
         start, end = group.scanned, len(out)
         head = out[group.head]
+        for j in marking[bisect.bisect_left(marking, start):]:
+            take(group, j)
         if isinstance(head.action, NON_TERMINAL):
-            candidates: Iterable[int] = range(start, end)
+            candidates: Iterable[int] = (j for j in range(start, end) if kinds[j] != _MARKING)
         else:
-            own = passing.get((head.action, head.statements), [])
-            candidates = sorted(j for positions in (*(p for sig, p in passing.items()
-                                                      if p is not own), others)
-                                for j in positions[bisect.bisect_left(positions, start):])
+            own = (head.action, head.statements)
+            lists = [p for pair, p in passing.items() if pair != own] + [plain]
+            best = sum(len(p) - bisect.bisect_left(p, start) for p in lists)
+            chosen = None
+            if best > _FEW:
+                # Many to look at: the rules meeting the key in a field where few do (the
+                # rest are disjoint from it: _line), if that leaves fewer.
+                for name, (found, unlined) in scan_index().items():
+                    line = _line(name, getattr(key, name))
+                    if line is None:
+                        continue
+                    count = len(unlined) - bisect.bisect_left(unlined, start)
+                    if count < best:
+                        count += found.estimate(line, best - count)
+                        if count < best:
+                            best, chosen = count, (found, unlined, line)
+            if chosen is None:
+                candidates = sorted(j for p in lists for j in p[bisect.bisect_left(p, start):])
+            else:
+                found, unlined, line = chosen
+                hits = found.meeting(line)
+                hits.update(unlined[bisect.bisect_left(unlined, start):])
+                candidates = sorted(j for j in hits if start <= j < end
+                                    and kinds[j] != own and kinds[j] != _MARKING)
         for j in candidates:
-            if sets_mark(out[j], setting) or not disjoint(out[j].match, key, marks=False):
+            if not disjoint(out[j].match, key, marks=False):
                 take(group, j)
         group.scanned = end
 
@@ -776,10 +823,18 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         lines.append(line)
         if index is not None and line is not None:
             index.add(line, j)
-        if not isinstance(rule.action, NON_TERMINAL) and rule.match.limit is None:
-            passing.setdefault((rule.action, rule.statements), []).append(j)
+        if sets_mark(rule, setting):
+            kinds.append(_MARKING)
+            marking.append(j)
+        elif not isinstance(rule.action, NON_TERMINAL) and rule.match.limit is None:
+            pair = (rule.action, rule.statements)
+            kinds.append(pair)
+            passing.setdefault(pair, []).append(j)
         else:
-            others.append(j)
+            kinds.append(_PLAIN)
+            plain.append(j)
+        if around is not None:
+            place(rule, j)
 
     for rule in rules:
         value = getattr(rule.match, field_name)
