@@ -678,7 +678,9 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     index: _FieldIndex | None = None  # built when a group first has many lined rules
     # For scanning past many rules: per other field, an index of the rules' values there
     # and the rules without one (built on first need).
-    around: dict[str, tuple[_FieldIndex, list[int]]] | None = None
+    around: dict[str, tuple[_FieldIndex, list[int]]] = {}
+    widened: dict[tuple[Any, Any] | str, set[int]] = {}  # kind -> heads with members
+    ready = False  # whether the above describe `out` (from the first group of two on)
 
     def current(j: int) -> Rule:
         count = pending.pop(j, 0)
@@ -701,13 +703,6 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                     index.add(line, j)
         return index
 
-    def passes(group: _Group, k: Rule) -> bool:
-        """Whether every member may pass `k` whatever either matches (may_pass's second
-        case): the group's terminal action and statements, no limit. Merges keep both."""
-        head = out[group.head]
-        return (not isinstance(head.action, NON_TERMINAL) and k.action == head.action
-                and k.statements == head.statements and k.match.limit is None)
-
     def take(group: _Group, j: int) -> None:
         """Make out[j] relevant to the group (it may stop a merge)."""
         group.settled.add(j)
@@ -717,22 +712,20 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         else:
             group.unlined.append(j)
 
-    def scan_index() -> dict[str, tuple[_FieldIndex, list[int]]]:
-        nonlocal around
-        if around is None:
-            around = {f: (_FieldIndex(), []) for f in _LINED if f != field_name}
+    def scan_index(name: str) -> tuple[_FieldIndex, list[int]]:
+        by_field = around.get(name)
+        if by_field is None:
+            by_field = around[name] = (_FieldIndex(), [])
             for j, rule in enumerate(out):
-                place(rule, j)
-        return around
+                place(rule, j, name, by_field)
+        return by_field
 
-    def place(rule: Rule, j: int) -> None:
-        assert around is not None
-        for name, (found, unlined) in around.items():
-            line = _line(name, getattr(rule.match, name))
-            if line is None:
-                unlined.append(j)
-            else:
-                found.add(line, j)
+    def place(rule: Rule, j: int, name: str, by_field: tuple[_FieldIndex, list[int]]) -> None:
+        line = _line(name, getattr(rule.match, name))
+        if line is None:
+            by_field[1].append(j)
+        else:
+            by_field[0].add(line, j)
 
     def scan(group: _Group, key: Match) -> None:
         """Sort the rules after those already scanned into relevant or not."""
@@ -750,10 +743,11 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
             if best > _FEW:
                 # Many to look at: the rules meeting the key in a field where few do (the
                 # rest are disjoint from it: _line), if that leaves fewer.
-                for name, (found, unlined) in scan_index().items():
+                for name in _LINED:
                     line = _line(name, getattr(key, name))
-                    if line is None:
+                    if line is None or name == field_name:
                         continue
+                    found, unlined = scan_index(name)
                     count = len(unlined) - bisect.bisect_left(unlined, start)
                     if count < best:
                         count += found.estimate(line, best - count)
@@ -776,9 +770,13 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         """Widened heads after the group's head whose new members may meet its key."""
         assert group.key is not None
         found = []
-        # Set difference in C: most widened heads are settled for this group early on.
-        for j in members.keys() - group.settled:
-            if j <= group.head or passes(group, out[j]):
+        head = out[group.head]
+        own = None if isinstance(head.action, NON_TERMINAL) else (head.action, head.statements)
+        # Set differences in C: most widened heads are settled for this group early on; those
+        # of the group's own action and statements it passes whatever they match.
+        for j in set().union(*(heads - group.settled for kind, heads in widened.items()
+                               if kind != own)):
+            if j <= group.head:
                 group.settled.add(j)
                 continue
             done = group.judged.get(j, 0)
@@ -816,9 +814,20 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                 return False
         return True
 
+    def prepare() -> None:
+        """Describe the rules so far (a sweep where no two rules share a group never
+        needs to)."""
+        nonlocal ready
+        ready = True
+        for j, rule in enumerate(out):
+            describe(rule, j)
+
     def append(rule: Rule) -> None:
-        j = len(out)
         out.append(rule)
+        if ready:
+            describe(rule, len(out) - 1)
+
+    def describe(rule: Rule, j: int) -> None:
         line = _line(field_name, getattr(rule.match, field_name))
         lines.append(line)
         if index is not None and line is not None:
@@ -833,8 +842,8 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         else:
             kinds.append(_PLAIN)
             plain.append(j)
-        if around is not None:
-            place(rule, j)
+        for name, by_field in around.items():
+            place(rule, j, name, by_field)
 
     for rule in rules:
         value = getattr(rule.match, field_name)
@@ -844,6 +853,8 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         key = (match_rest(rule.match), _RULE_REST(rule))
         group = groups.get(key)
         if group is not None:
+            if not ready:
+                prepare()
             if group.key is None:
                 group.key = replace(out[group.head].match, **{field_name: None})
                 keys[group.head] = group.key
@@ -853,6 +864,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
             line = _line(field_name, value)
             if may_join(group, rule, line):
                 members.setdefault(group.head, []).append(rule)
+                widened.setdefault(kinds[group.head], set()).add(group.head)
                 pending[group.head] = pending.get(group.head, 0) + 1
                 if line is not None and (own := lines[group.head]) is not None:
                     for low, high in line:
