@@ -78,6 +78,16 @@ def meet(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
     """Whether two sorted, merged interval lists share a point."""
     if len(a) == 1 and len(b) == 1:  # the common case, e.g. one prefix against one
         return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) > 8 * len(a):
+        # Few against many (a rule's prefix against a merged set of thousands): look each
+        # of the few up in the many.
+        for low, high in a:
+            at = bisect.bisect_left(b, low, key=_high)  # the first that reaches `low`
+            if at < len(b) and b[at][0] <= high:
+                return True
+        return False
     i = j = 0
     while i < len(a) and j < len(b):
         if a[i][1] < b[j][0]:
@@ -87,6 +97,9 @@ def meet(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
         else:
             return True
     return False
+
+
+_low, _high = itemgetter(0), itemgetter(1)
 
 
 def prefixes_of(family: Family, low: int, high: int) -> Iterable[Prefix]:
@@ -553,7 +566,7 @@ def _match_rest(field_name: str) -> Callable[[Match], tuple[Any, ...]]:
 
 
 # Rules to look at below which checking each one beats asking a field index.
-_FEW = 16
+_FEW = 48
 # The fields with a line (_line) a group's scan may look rules up by.
 _LINED = ("saddr", "daddr", "sport", "dport")
 _MARKING, _PLAIN = "marking", "plain"  # kinds of rules in merge_rules' scans
@@ -589,18 +602,6 @@ def _widen(line: list[Interval], low: int, high: int) -> None:
     if start < end:
         low, high = min(low, line[start][0]), max(high, line[end - 1][1])
     line[start:end] = [(low, high)]
-
-
-def _meets(line: list[Interval], other: list[Interval]) -> bool:
-    """meet(), by bisection in `line`: a widened head's line can hold thousands of intervals."""
-    for low, high in other:
-        at = bisect.bisect_left(line, low, key=_high)
-        if at < len(line) and line[at][0] <= high:
-            return True
-    return False
-
-
-_low, _high = itemgetter(0), itemgetter(1)
 
 
 class _FieldIndex:
@@ -808,7 +809,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
             if terminal and k.action == head.action and k.statements == head.statements \
                     and k.match.limit is None:
                 continue  # may_pass's second case
-            if line is not None and (own := lines[j]) is not None and not _meets(own, line):
+            if line is not None and (own := lines[j]) is not None and not meet(own, line):
                 continue  # disjoint: values of the field that do not meet
             if not may_pass(rule, current(j), terminal=terminal, marks=marks):
                 return False
