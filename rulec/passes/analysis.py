@@ -565,8 +565,10 @@ def _match_rest(field_name: str) -> Callable[[Match], tuple[Any, ...]]:
     return attrgetter(*(f.name for f in fields(Match) if f.compare and f.name != field_name))
 
 
-# Rules to look at below which checking each one beats asking a field index.
-_FEW = 48
+# Rules to look at below which checking each one beats asking a field index: a scan tests
+# each with disjoint(), a new member each with a meet() of two lines.
+_FEW_TO_SCAN = 8
+_FEW_TO_MEET = 48
 # The fields with a line (_line) a group's scan may look rules up by.
 _LINED = ("saddr", "daddr", "sport", "dport")
 _MARKING, _PLAIN = "marking", "plain"  # kinds of rules in merge_rules' scans
@@ -681,6 +683,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     # and the rules without one (built on first need).
     around: dict[str, tuple[_FieldIndex, list[int]]] = {}
     widened: dict[tuple[Any, Any] | str, set[int]] = {}  # kind -> heads with members
+    scanned = [0]  # rules scans have looked at one by one
     ready = False  # whether the above describe `out` (from the first group of two on)
 
     def current(j: int) -> Rule:
@@ -741,9 +744,11 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
             lists = [p for pair, p in passing.items() if pair != own] + [plain]
             best = sum(len(p) - bisect.bisect_left(p, start) for p in lists)
             chosen = None
-            if best > _FEW:
-                # Many to look at: the rules meeting the key in a field where few do (the
-                # rest are disjoint from it: _line), if that leaves fewer.
+            # Many to look at, and scans have looked at as many rules as indexing them all
+            # costs (so an index never costs more than twice what it saves): the rules
+            # meeting the key in a field where few do (the rest are disjoint from it:
+            # _line), if that leaves fewer.
+            if best > _FEW_TO_SCAN and (around or scanned[0] > len(out)):
                 for name in _LINED:
                     line = _line(name, getattr(key, name))
                     if line is None or name == field_name:
@@ -755,6 +760,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                         if count < best:
                             best, chosen = count, (found, unlined, line)
             if chosen is None:
+                scanned[0] += best
                 candidates = sorted(j for p in lists for j in p[bisect.bisect_left(p, start):])
             else:
                 found, unlined, line = chosen
@@ -800,7 +806,7 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         if not terminal and not disjoint(current(group.head).match, rule.match, marks=marks):
             return False
         lined: Iterable[int] = group.lined
-        if line is not None and len(group.lined) > _FEW:
+        if line is not None and len(group.lined) > _FEW_TO_MEET:
             found = field_index()
             if found.estimate(line, len(group.lined)) < len(group.lined):
                 lined = found.meeting(line) & group.lined
