@@ -1,12 +1,18 @@
 """Compile-time scaling: generated policies of 1k, 10k and 100k rules, each stage timed apart.
 
     python benchmarks/compile_scaling.py [--sizes 1000,10000,100000] [--repeat 3]
+                                         [--shape mixed|enterprise] [--no-comments]
 
 Prints one table: the median seconds per stage (Lark parse, lowering to IR, verify, each
 backend's emit without passes, the default optimiser pipeline as run for iptables and for
 nft), totals with and without the optimiser, rules per second end to end, and the growth
 ratio per 10x more rules (linear growth is 10x; the target is at most 12x). All sizes are
 measured in one run, so the ratios are comparable even on a shared, noisy machine.
+Below the totals, one row per optimiser pass (nft pipeline; a pass run twice is summed),
+so a pass that grows faster than the rest stands out.
+
+`--shape enterprise` measures benchmarks/enterprise_policy.py's allow-list instead of the
+mixed policy (one comment per term, or none with `--no-comments`: rules that merge).
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import itertools
+
+import enterprise_policy  # benchmarks/
 
 from rulec import api
 from rulec.frontends import dsl
@@ -66,6 +75,12 @@ def generate(rules: int, seed: int = 1) -> str:
     return "\n".join(out) + "\n"
 
 
+def policy_text(shape: str, rules: int, comments: bool) -> str:
+    if shape == "enterprise":
+        return enterprise_policy.to_rulec(enterprise_policy.generate(rules), comments)
+    return generate(rules)
+
+
 def median_time(fn: Callable[[], object], repeat: int) -> float:
     """Median seconds of `repeat` runs of `fn`, garbage collection paused as in the CLI."""
     times = []
@@ -77,8 +92,22 @@ def median_time(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def measure(rules: int, repeat: int) -> dict[str, float]:
-    text = generate(rules)
+def _pass_seconds(ruleset: object, repeat: int) -> dict[str, float]:
+    """Median seconds of each pass in the nft pipeline, summed over the pass's runs."""
+    runs: list[dict[str, float]] = []
+    for _ in range(repeat):
+        with api.paused_gc():
+            _, stats = run_pipeline(ruleset, PassContext(named_sets=True))  # type: ignore[arg-type]
+        per: dict[str, float] = {}
+        for s in stats:
+            per[s.name] = per.get(s.name, 0.0) + s.seconds
+        runs.append(per)
+    return {f"  {name}": statistics.median(r.get(name, 0.0) for r in runs) for name in runs[0]}
+
+
+def measure(rules: int, repeat: int, shape: str = "mixed",
+            comments: bool = True) -> dict[str, float]:
+    text = policy_text(shape, rules, comments)
     parser()  # grammar construction is a one-off, not part of the per-rule cost
     row = {"parse": median_time(lambda: parser().parse(text + "\n"), repeat)}
     lowered = median_time(lambda: dsl.parse_text(text, "bench.rules"), repeat)
@@ -96,6 +125,7 @@ def measure(rules: int, repeat: int) -> dict[str, float]:
     row["total -O0 (iptables)"] = front + row["iptables"]
     row["total (nft)"] = front + row["passes (nft)"] + row["nft"]
     row["total (iptables)"] = front + row["passes (iptables)"] + row["iptables"]
+    row.update(_pass_seconds(ruleset, repeat))
     return row
 
 
@@ -103,11 +133,20 @@ def main() -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--sizes", default="1000,10000,100000")
     options.add_argument("--repeat", type=int, default=3)
+    options.add_argument("--shape", choices=("mixed", "enterprise"), default="mixed")
+    options.add_argument("--no-comments", action="store_true",
+                         help="enterprise shape: terms without comments (their rules merge)")
     args = options.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows = {n: measure(n, args.repeat) for n in sizes}
-    stages = list(rows[sizes[0]])
-    print(f"median of {args.repeat} runs, seconds (emit columns include the target's verify)")
+    rows = {n: measure(n, args.repeat, args.shape, not args.no_comments) for n in sizes}
+    stages = list(dict.fromkeys(stage for n in sizes for stage in rows[n]))
+    for n in sizes:
+        for stage in stages:
+            rows[n].setdefault(stage, 0.0)
+    comments = "" if args.shape == "mixed" else (
+        ", no comments" if args.no_comments else ", comments")
+    print(f"shape {args.shape}{comments}; median of {args.repeat} runs, seconds "
+          "(emit columns include the target's verify; indented rows: nft pipeline per pass)")
     header = f"{'stage':<22}" + "".join(f"{n:>12,}" for n in sizes)
     header += "".join(f"{f'x{b // a}:{a // 1000}k->{b // 1000}k':>16}"
                       for a, b in itertools.pairwise(sizes))

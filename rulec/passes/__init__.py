@@ -72,38 +72,83 @@ class PassStats:
 # then not a fixed point); real policies settle in one or two.
 MAX_ROUNDS = 4
 
+# What a pass changed, as run_pipeline tells it apart: EQUAL, the result == its input (only
+# set names, spans or origins differ, which take no part in equality); RESPELLED, every set
+# holds the same values as before, spelled otherwise (the passes in _RESPELLS, and only
+# they, change nothing else); OTHER, anything (a rule removed, merged, moved or widened).
+EQUAL, RESPELLED, OTHER = "equal", "respelled", "other"
+_RESPELLS = frozenset({"aggregate_addresses"})
+# The changes a pass is blind to: if it changed nothing in a ruleset, it changes nothing
+# after any number of them either, so run_pipeline need not run it again. A pass absent here
+# is blind to nothing.
+_BLIND: dict[str, frozenset[str]] = {
+    # They judge a rule by the packets it matches (remove_shadowed by interval boxes,
+    # remove_unreachable by `match == ANY`, which no re-spelling makes or unmakes), never by
+    # how its sets are written or named. So the second round need not look for shadowed rules
+    # when the first only canonicalised and named sets.
+    "remove_unreachable": frozenset({EQUAL, RESPELLED}),
+    "remove_shadowed": frozenset({EQUAL, RESPELLED}),
+    # They compare rules and chains with == (or hash them): blind to names, spans and
+    # origins; not to spelling (sets equal once canonical make rules equal, hence mergeable).
+    "aggregate_addresses": frozenset({EQUAL}),
+    "dedup_chains": frozenset({EQUAL}),
+    "merge_multiport": frozenset({EQUAL}),
+    "merge_icmp_types": frozenset({EQUAL}),
+    "merge_addresses": frozenset({EQUAL}),
+    # synthesize_sets reads set names (it keeps a frontend's, and leaves named sets out of
+    # concatenated maps): it is blind to nothing.
+}
+
+
+def _change(name: str, before: Ruleset, after: Ruleset) -> str | None:
+    """What pass `name` changed (None: nothing, it returned its input)."""
+    if after is before:
+        return None
+    if name in _RESPELLS:
+        return RESPELLED
+    return EQUAL if after == before else OTHER
+
 
 def run_pipeline(ruleset: Ruleset, ctx: PassContext,
                  names: Sequence[str] = DEFAULT_PIPELINE) -> tuple[Ruleset, tuple[PassStats, ...]]:
     """Run the named passes in order, and the whole list again until a round changes nothing,
     so that running the pipeline on its own output changes nothing either: a merge can join a
     later rule into an earlier one that then covers a rule between them, which only the next
-    round's remove_shadowed sees. Returns the result and statistics for every pass run."""
+    round's remove_shadowed sees. Returns the result and statistics for every pass run.
+
+    A pass runs again only if a pass after its last run changed something it is not blind to
+    (_BLIND): it is idempotent (tests/passes holds every pass to it), so run on a ruleset it
+    already left as it was, it would return that very ruleset. The result is the one running
+    every pass in every round gives; only the time differs."""
     unknown = [n for n in names if n not in PASSES]
     if unknown:
         raise RulecError.single("E0001", f"unknown pass {', '.join(unknown)}; known passes: "
                                 f"{', '.join(PASSES) or 'none'}", None)
     stats = []
-    produced: dict[str, Ruleset] = {}  # pass name -> the ruleset it last returned
+    # Passes to run: not run yet, or something they are not blind to changed since.
+    due = dict.fromkeys(names, True)
     for round_ in range(MAX_ROUNDS):
-        start_of_round = ruleset
+        if not any(due.values()):
+            break
         for name in names:
-            # A pass run again on its own result (nothing between changed it) would return
-            # that very object: passes are idempotent (tests/passes holds them to it).
-            if produced.get(name) is ruleset:
+            if not due[name]:
                 if round_ == 0:
                     stats.append(PassStats(name, rule_count(ruleset), rule_count(ruleset), 0.0,
                                            round_ + 1))
                 continue
-            before = rule_count(ruleset)
+            before, count = ruleset, rule_count(ruleset)
             start = time.perf_counter()
-            ruleset = produced[name] = PASSES[name](ruleset, ctx)
+            ruleset = PASSES[name](ruleset, ctx)
             elapsed = time.perf_counter() - start
             if ctx.verify:
                 verify(ruleset)
-            stats.append(PassStats(name, before, rule_count(ruleset), elapsed, round_ + 1))
-        if ruleset is start_of_round:
-            break
+            stats.append(PassStats(name, count, rule_count(ruleset), elapsed, round_ + 1))
+            due[name] = False
+            change = _change(name, before, ruleset)
+            if change is not None:
+                for other in due:
+                    if other != name and change not in _BLIND.get(other, frozenset()):
+                        due[other] = True
     return ruleset, tuple(stats)
 
 

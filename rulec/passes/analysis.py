@@ -7,10 +7,11 @@ says "disjoint" or "may merge" must be true there for every packet; "unsure" is 
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from rulec.ir.nodes import (
@@ -80,6 +81,16 @@ def meet(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
     """Whether two sorted, merged interval lists share a point."""
     if len(a) == 1 and len(b) == 1:  # the common case, e.g. one prefix against one
         return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) > 8 * len(a):
+        # Few against many (a rule's prefix against a merged set of thousands): look each
+        # of the few up in the many.
+        for low, high in a:
+            at = bisect.bisect_left(b, low, key=_high)  # the first that reaches `low`
+            if at < len(b) and b[at][0] <= high:
+                return True
+        return False
     i = j = 0
     while i < len(a) and j < len(b):
         if a[i][1] < b[j][0]:
@@ -89,6 +100,9 @@ def meet(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
         else:
             return True
     return False
+
+
+_low, _high = itemgetter(0), itemgetter(1)
 
 
 def prefixes_of(family: Family, low: int, high: int) -> Iterable[Prefix]:
@@ -174,6 +188,77 @@ def port_union(a: PortSet, b: PortSet) -> PortSet:
     """The union of two non-negated port sets, collapsed."""
     assert not a.negated and not b.negated
     return PortSet(collapse_ranges((*a.ranges, *b.ranges)))
+
+
+# Entries per block of a Column: an insert shifts at most twice this many.
+_BLOCK = 256
+
+
+class Column:
+    """(low, entry) pairs sorted by low, for counting and listing the entries whose low lies in
+    a range. Kept in blocks of _BLOCK to 2 * _BLOCK pairs, so that an insert shifts one block,
+    not every entry after it: one sorted list made remove_shadowed's index quadratic (2 M list
+    inserts, 14 s of a 100k-rule chain)."""
+
+    __slots__ = ("entries", "firsts", "lows")
+
+    def __init__(self) -> None:
+        self.firsts: list[int] = []  # each block's first low
+        self.lows: list[list[int]] = []
+        self.entries: list[list[tuple[int, int]]] = []
+
+    def insert(self, low: int, entry: tuple[int, int]) -> None:
+        firsts = self.firsts
+        if not firsts:
+            firsts.append(low)
+            self.lows.append([low])
+            self.entries.append([entry])
+            return
+        b = max(0, bisect.bisect_right(firsts, low) - 1)
+        lows, entries = self.lows[b], self.entries[b]
+        at = bisect.bisect_right(lows, low)
+        lows.insert(at, low)
+        entries.insert(at, entry)
+        if at == 0:
+            firsts[b] = low
+        if len(lows) > 2 * _BLOCK:
+            self.lows.insert(b + 1, lows[_BLOCK:])
+            self.entries.insert(b + 1, entries[_BLOCK:])
+            firsts.insert(b + 1, lows[_BLOCK])
+            del lows[_BLOCK:], entries[_BLOCK:]
+
+    def _blocks(self, low: int, high: int) -> tuple[int, int]:
+        """The first and last block that may hold a low in [low, high]: blocks before the
+        first hold only lows below `low`, blocks after the last only lows above `high`."""
+        return (max(0, bisect.bisect_left(self.firsts, low) - 1),
+                bisect.bisect_right(self.firsts, high) - 1)
+
+    def count(self, low: int, high: int) -> int:
+        """How many lows lie in [low, high]."""
+        i, j = self._blocks(low, high)
+        if j < i:
+            return 0
+        first, last = self.lows[i], self.lows[j]
+        if i == j:
+            return bisect.bisect_right(first, high) - bisect.bisect_left(first, low)
+        return (len(first) - bisect.bisect_left(first, low) + sum(map(len, self.lows[i + 1:j]))
+                + bisect.bisect_right(last, high))
+
+    def between(self, low: int, high: int) -> list[tuple[int, int]]:
+        """The entries whose low lies in [low, high]."""
+        i, j = self._blocks(low, high)
+        if j < i:
+            return []
+        first = self.lows[i]
+        start = bisect.bisect_left(first, low)
+        if i == j:
+            return self.entries[i][start:bisect.bisect_right(first, high, start)]
+        out = self.entries[i][start:]
+        for block in self.entries[i + 1:j]:
+            out += block
+        out += self.entries[j][:bisect.bisect_right(self.lows[j], high)]
+        return out
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,17 +585,24 @@ class _Group:
     # The head's match without the field: every member's match lies inside it. Built when a
     # second rule arrives (most groups never get one).
     key: Match | None
-    # Indices after `head` already sorted into `relevant` (the rest are not yet looked at).
+    # Indices after `head` already sorted into relevant or not (the rest are not yet looked
+    # at). Relevant: rules after `head` that may stop a merge, not disjoint from `key` or
+    # setting the mark. A rule disjoint from `key` is disjoint from every member, so
+    # may_merge need not see it; nor one that every member may pass whatever it matches (a
+    # terminal group's own action and statements, no limit), which is left out too.
     scanned: int
-    # Rules after `head` that may stop a merge: not disjoint from `key`, or setting the mark.
-    # A rule disjoint from `key` is disjoint from every member, so may_merge need not see it.
-    relevant: list[int] = field(default_factory=list)
     # Heads of other groups after `head` that merges have widened, and how many of their
     # members this group has found disjoint from `key` so far.
     judged: dict[int, int] = field(default_factory=dict)
-    # Widened heads it need not judge again: in `relevant`, at or before `head`, or with a key
-    # disjoint from `key` (so are all their members, however many more come).
+    # Widened heads it need not judge again: relevant, at or before `head`, or with a key
+    # disjoint from `key` (so are all their members, however many more come), or passed.
     settled: set[int] = field(default_factory=set)
+    # Whether a relevant rule may change the mark (may_merge then ignores marks).
+    marks: bool = False
+    # The relevant rules in two parts: those whose merged field has a value on the field's
+    # line (_line), which a member whose value it does not meet is disjoint from; the rest.
+    lined: set[int] = field(default_factory=set)
+    unlined: list[int] = field(default_factory=list)
 
 
 # The fields that make two rules equal (span and origins do not): a rule's group key is them
@@ -595,15 +687,102 @@ def _match_rest(field_name: str) -> Callable[[Match], tuple[Any, ...]]:
     return attrgetter(*(f.name for f in fields(Match) if f.compare and f.name != field_name))
 
 
+# Rules to look at below which checking each one beats asking a field index: a scan tests
+# each with disjoint(), a new member each with a meet() of two lines.
+_FEW_TO_SCAN = 8
+_FEW_TO_MEET = 48
+# The fields with a line (_line) a group's scan may look rules up by.
+_LINED = ("saddr", "daddr", "sport", "dport")
+_MARKING, _PLAIN = "marking", "plain"  # kinds of rules in merge_rules' scans
+# Where ICMPv6 types start on the icmp_type line, and IPv6 addresses on the address line.
+_ICMP6_BASE = 256
+_IP6_BASE = 1 << 32
+
+
+def _line(field_name: str, value: Any) -> list[Interval] | None:
+    """A non-negated value of a mergeable field as sorted, merged intervals on one line that
+    holds every family (IPv6 addresses above IPv4 ones, ICMPv6 types above ICMP ones); None
+    for no value, a negated one, or another field. Two rules whose values of the field do not
+    meet on the line are disjoint() whatever else they match: that test of the field alone
+    decides it (ports and ICMP types first of all; addresses in every family)."""
+    if value is None or value.negated:
+        return None
+    if field_name in ("saddr", "daddr"):
+        return merge_intervals((p.first, p.last) if p.family is Family.IP
+                               else (_IP6_BASE + p.first, _IP6_BASE + p.last)
+                               for p in value.prefixes)
+    if field_name in ("sport", "dport"):
+        return merge_intervals(value.ranges)
+    if field_name == "icmp_type":
+        base = 0 if value.family is Family.IP else _ICMP6_BASE
+        return merge_intervals((base + t, base + t) for t in value.types)
+    return None
+
+
+def _widen(line: list[Interval], low: int, high: int) -> None:
+    """Add [low, high] to sorted, merged intervals, keeping them so."""
+    start = bisect.bisect_left(line, low - 1, key=_high)  # the first that reaches low - 1
+    end = bisect.bisect_right(line, high + 1, key=_low)  # the first past high + 1
+    if start < end:
+        low, high = min(low, line[start][0]), max(high, line[end - 1][1])
+    line[start:end] = [(low, high)]
+
+
+class _FieldIndex:
+    """Where each rule of a sweep's output has the merged field, on its line: which rules'
+    values may meet a value. A widened head holds its members' values too. By width class
+    as in remove_shadowed: an interval of class c is narrower than 2**c."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self) -> None:
+        self.columns: dict[int, Column] = {}
+
+    def add(self, line: list[Interval], index: int) -> None:
+        for low, high in line:
+            width_class = (high - low).bit_length()
+            column = self.columns.get(width_class)
+            if column is None:
+                column = self.columns[width_class] = Column()
+            column.insert(low, (high, index))
+
+    def estimate(self, line: list[Interval], bound: int) -> int:
+        """At least the number of entries meeting `line` (a few that end too early too),
+        counted up to `bound`."""
+        total = 0
+        for width_class, column in self.columns.items():
+            reach = (1 << width_class) - 1
+            for low, high in line:
+                total += column.count(low - reach, high)
+                if total >= bound:
+                    return bound
+        return total
+
+    def meeting(self, line: list[Interval]) -> set[int]:
+        found: set[int] = set()
+        for width_class, column in self.columns.items():
+            reach = (1 << width_class) - 1
+            for low, high in line:
+                found.update(index for _, index in column.between(low, high))
+                if reach:
+                    found.update(index for end, index in column.between(low - reach, low - 1)
+                                 if end >= low)
+        return found
+
+
 def _merge_field(rules: tuple[Rule, ...], field_name: str,
                  setting: frozenset[str]) -> tuple[Rule, ...]:
     """One sweep for one field; the same tuple if nothing merged. A refused merge stays
     refused in later sweeps (merging only grows sets), so sweeps reach a fixed point.
 
     Linear in practice: each group looks at each rule after its head once (not once per
-    member); a widened head of another group is judged by its key once (disjoint keys stay
-    disjoint however it grows), else member by member, each once; a head's union is collapsed
-    once when next needed, not once per merge."""
+    member), and only at the rules its members may not pass whatever they match (another
+    action, a limit, a mark); a widened head of another group is judged by its key once
+    (disjoint keys stay disjoint however it grows), else member by member, each once; a
+    new member is tested only against the relevant rules whose field value meets its own
+    (the rest are disjoint from it: _line), found through an index of the field's values
+    when there are many; a head's union is collapsed once when next needed, not once per
+    merge. The decisions are may_merge()'s, rule for rule."""
     out: list[Rule] = []
     groups: dict[tuple[Any, ...], _Group] = {}  # rule without the field -> its group
     match_rest = _match_rest(field_name)
@@ -612,6 +791,23 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
     members: dict[int, list[Rule]] = {}  # head -> every rule merged into it, in order
     pending: dict[int, int] = {}  # head -> how many of its members are not yet in its set
     changed = False
+    # Output index -> its field's line (None: no value, or not on a line); a widened head's
+    # holds its members' values.
+    lines: list[list[Interval] | None] = []
+    # The rules a group's scan may have to look at, by kind: terminal ones without a limit,
+    # by (action, statements) (a terminal group with that pair passes them whatever they
+    # match); those that may set the mark (relevant to every group); the rest.
+    kinds: list[tuple[Any, Any] | str] = []  # output index -> its pair, _MARKING or _PLAIN
+    passing: dict[tuple[Any, Any], list[int]] = {}
+    marking: list[int] = []
+    plain: list[int] = []
+    index: _FieldIndex | None = None  # built when a group first has many lined rules
+    # For scanning past many rules: per other field, an index of the rules' values there
+    # and the rules without one (built on first need).
+    around: dict[str, tuple[_FieldIndex, list[int]]] = {}
+    widened: dict[tuple[Any, Any] | str, set[int]] = {}  # kind -> heads with members
+    scanned = [0]  # rules scans have looked at one by one
+    ready = False  # whether the above describe `out` (from the first group of two on)
 
     def current(j: int) -> Rule:
         count = pending.pop(j, 0)
@@ -629,12 +825,91 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                              origins=(*head.origins, *origins), **rule_changes)
         return out[j]
 
+    def field_index() -> _FieldIndex:
+        nonlocal index
+        if index is None:
+            index = _FieldIndex()
+            for j, line in enumerate(lines):
+                if line is not None:
+                    index.add(line, j)
+        return index
+
+    def take(group: _Group, j: int) -> None:
+        """Make out[j] relevant to the group (it may stop a merge)."""
+        group.settled.add(j)
+        group.marks = group.marks or sets_mark(out[j], setting)
+        if lines[j] is not None:
+            group.lined.add(j)
+        else:
+            group.unlined.append(j)
+
+    def scan_index(name: str) -> tuple[_FieldIndex, list[int]]:
+        by_field = around.get(name)
+        if by_field is None:
+            by_field = around[name] = (_FieldIndex(), [])
+            for j, rule in enumerate(out):
+                place(rule, j, name, by_field)
+        return by_field
+
+    def place(rule: Rule, j: int, name: str, by_field: tuple[_FieldIndex, list[int]]) -> None:
+        line = _line(name, getattr(rule.match, name))
+        if line is None:
+            by_field[1].append(j)
+        else:
+            by_field[0].add(line, j)
+
+    def scan(group: _Group, key: Match) -> None:
+        """Sort the rules after those already scanned into relevant or not."""
+        start, end = group.scanned, len(out)
+        head = out[group.head]
+        for j in marking[bisect.bisect_left(marking, start):]:
+            take(group, j)
+        if isinstance(head.action, NON_TERMINAL):
+            candidates: Iterable[int] = (j for j in range(start, end) if kinds[j] != _MARKING)
+        else:
+            own = (head.action, head.statements)
+            lists = [p for pair, p in passing.items() if pair != own] + [plain]
+            best = sum(len(p) - bisect.bisect_left(p, start) for p in lists)
+            chosen = None
+            # Many to look at, and scans have looked at as many rules as indexing them all
+            # costs (so an index never costs more than twice what it saves): the rules
+            # meeting the key in a field where few do (the rest are disjoint from it:
+            # _line), if that leaves fewer.
+            if best > _FEW_TO_SCAN and (around or scanned[0] > len(out)):
+                for name in _LINED:
+                    line = _line(name, getattr(key, name))
+                    if line is None or name == field_name:
+                        continue
+                    found, unlined = scan_index(name)
+                    count = len(unlined) - bisect.bisect_left(unlined, start)
+                    if count < best:
+                        count += found.estimate(line, best - count)
+                        if count < best:
+                            best, chosen = count, (found, unlined, line)
+            if chosen is None:
+                scanned[0] += best
+                candidates = sorted(j for p in lists for j in p[bisect.bisect_left(p, start):])
+            else:
+                found, unlined, line = chosen
+                hits = found.meeting(line)
+                hits.update(unlined[bisect.bisect_left(unlined, start):])
+                candidates = sorted(j for j in hits if start <= j < end
+                                    and kinds[j] != own and kinds[j] != _MARKING)
+        for j in candidates:
+            if not disjoint(out[j].match, key, marks=False):
+                take(group, j)
+        group.scanned = end
+
     def widened_blockers(group: _Group) -> list[int]:
         """Widened heads after the group's head whose new members may meet its key."""
         assert group.key is not None
         found = []
-        # Set difference in C: most widened heads are settled for this group early on.
-        for j in members.keys() - group.settled:
+        head = out[group.head]
+        own = None if isinstance(head.action, NON_TERMINAL) else (head.action, head.statements)
+        # Set differences in C: most widened heads are settled for this group early on; those
+        # of the group's own action and statements it passes whatever they match.
+        for j in set().union(*(heads - group.settled for kind, heads in widened.items()
+                               if kind != own)):
             if j <= group.head:
                 group.settled.add(j)
                 continue
@@ -647,38 +922,93 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
                 group.judged[j] = len(grown)
             else:
                 found.append(j)
-                group.settled.add(j)  # relevant from now on
         return found
+
+    def may_join(group: _Group, rule: Rule, line: list[Interval] | None) -> bool:
+        """may_merge(the head, the relevant rules, rule), testing only the relevant rules
+        the members may not pass and whose field value meets the rule's."""
+        head = out[group.head]
+        terminal = not isinstance(rule.action, NON_TERMINAL)
+        marks = not group.marks and (terminal or not sets_mark(rule, setting))
+        if not terminal and not disjoint(current(group.head).match, rule.match, marks=marks):
+            return False
+        lined: Iterable[int] = group.lined
+        if line is not None and len(group.lined) > _FEW_TO_MEET:
+            found = field_index()
+            if found.estimate(line, len(group.lined)) < len(group.lined):
+                lined = found.meeting(line) & group.lined
+        for j in (*group.unlined, *lined):
+            k = out[j]
+            if terminal and k.action == head.action and k.statements == head.statements \
+                    and k.match.limit is None:
+                continue  # may_pass's second case
+            if line is not None and (own := lines[j]) is not None and not meet(own, line):
+                continue  # disjoint: values of the field that do not meet
+            if not may_pass(rule, current(j), terminal=terminal, marks=marks):
+                return False
+        return True
+
+    def prepare() -> None:
+        """Describe the rules so far (a sweep where no two rules share a group never
+        needs to)."""
+        nonlocal ready
+        ready = True
+        for j, rule in enumerate(out):
+            describe(rule, j)
+
+    def append(rule: Rule) -> None:
+        out.append(rule)
+        if ready:
+            describe(rule, len(out) - 1)
+
+    def describe(rule: Rule, j: int) -> None:
+        line = _line(field_name, getattr(rule.match, field_name))
+        lines.append(line)
+        if index is not None and line is not None:
+            index.add(line, j)
+        if sets_mark(rule, setting):
+            kinds.append(_MARKING)
+            marking.append(j)
+        elif not isinstance(rule.action, NON_TERMINAL) and rule.match.limit is None:
+            pair = (rule.action, rule.statements)
+            kinds.append(pair)
+            passing.setdefault(pair, []).append(j)
+        else:
+            kinds.append(_PLAIN)
+            plain.append(j)
+        for name, by_field in around.items():
+            place(rule, j, name, by_field)
 
     for rule in rules:
         value = getattr(rule.match, field_name)
         if value is None or value.negated or rule.match.limit is not None:
-            out.append(rule)
+            append(rule)
             continue
         key = (match_rest(rule.match), rule_rest(rule))
         group = groups.get(key)
         if group is not None:
+            if not ready:
+                prepare()
             if group.key is None:
                 group.key = replace(out[group.head].match, **{field_name: None})
                 keys[group.head] = group.key
-            for j in range(group.scanned, len(out)):
-                if sets_mark(out[j], setting) or not disjoint(out[j].match, group.key,
-                                                                marks=False):
-                    group.relevant.append(j)
-                    group.settled.add(j)
-            group.scanned = len(out)
-            group.relevant.extend(widened_blockers(group))  # sets only grow: once in, stays
-            # A terminal rule's members need not be collapsed to judge it: may_merge only
-            # tests a non-terminal `earlier` against `later`.
-            earlier = out[group.head] if not isinstance(
-                rule.action, NON_TERMINAL) else current(group.head)
-            if may_merge(earlier, [current(j) for j in sorted(group.relevant)], rule, setting):
+            scan(group, group.key)
+            for j in widened_blockers(group):  # sets only grow: once in, stays
+                take(group, j)
+            line = _line(field_name, value)
+            if may_join(group, rule, line):
                 members.setdefault(group.head, []).append(rule)
+                widened.setdefault(kinds[group.head], set()).add(group.head)
                 pending[group.head] = pending.get(group.head, 0) + 1
+                if line is not None and (own := lines[group.head]) is not None:
+                    for low, high in line:
+                        _widen(own, low, high)
+                    if index is not None:
+                        index.add(line, group.head)
                 changed = True
                 continue
         groups[key] = _Group(head=len(out), key=None, scanned=len(out) + 1)
-        out.append(rule)
+        append(rule)
     for j in list(pending):
         current(j)
     return tuple(out) if changed else rules

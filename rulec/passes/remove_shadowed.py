@@ -17,7 +17,6 @@ a chain of 10k rules takes seconds, not the minutes of a pairwise check.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 from collections.abc import Iterable
@@ -54,7 +53,7 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
 )
-from rulec.passes.analysis import mark_setting_chains, meet
+from rulec.passes.analysis import Column, mark_setting_chains, meet
 from rulec.passes.context import PassContext
 
 CODE = "W0102"
@@ -388,8 +387,6 @@ def _pieces(piece: Box, cover: _Cover, domains: tuple[tuple[int, int], ...]) -> 
 
 
 _first, _second = itemgetter(0), itemgetter(1)
-
-
 class _Index:
     """The usable earlier terminal rules of one family, found by interval overlap."""
 
@@ -397,10 +394,9 @@ class _Index:
         self.family = family
         self.covers: list[_Cover] = []
         self.wild: dict[int, set[int]] = {d: set() for d in _INDEXED}  # unconstrained there
-        # dimension -> width class -> (lows, [(high, cover id)]) sorted by low; an interval
-        # of class c is narrower than 2**c, so one meeting [a, b] starts in (a - 2**c, b].
-        self.buckets: dict[int, dict[int, tuple[list[int], list[tuple[int, int]]]]] = {
-            d: {} for d in _INDEXED}
+        # dimension -> width class -> [(low, (high, cover id))] by low; an interval of class
+        # c is narrower than 2**c, so one meeting [a, b] starts in (a - 2**c, b].
+        self.buckets: dict[int, dict[int, Column]] = {d: {} for d in _INDEXED}
         self.marked: list[int] = []
 
     def add(self, cover: _Cover) -> None:
@@ -413,11 +409,13 @@ class _Index:
             if value is None:
                 self.wild[d].add(cid)
                 continue
+            buckets = self.buckets[d]
             for low, high in value:
-                lows, entries = self.buckets[d].setdefault((high - low).bit_length(), ([], []))
-                at = bisect.bisect_right(lows, low)
-                lows.insert(at, low)
-                entries.insert(at, (high, cid))
+                width_class = (high - low).bit_length()
+                column = buckets.get(width_class)
+                if column is None:
+                    column = buckets[width_class] = Column()
+                column.insert(low, (high, cid))
 
     def forget_marks(self) -> None:
         """A rule that may change the mark runs here: earlier mark tests say nothing about the
@@ -431,10 +429,10 @@ class _Index:
         counted by where they start, so a few that end too early are counted too); stops
         counting at `bound`."""
         total = len(self.wild[d])
-        for width_class, (lows, _) in self.buckets[d].items():
+        for width_class, column in self.buckets[d].items():
             reach = (1 << width_class) - 1
             for low, high in query:
-                total += bisect.bisect_right(lows, high) - bisect.bisect_left(lows, low - reach)
+                total += column.count(low - reach, high)
                 if total >= bound:
                     return bound
         return total
@@ -443,17 +441,14 @@ class _Index:
         """Covers meeting `query` in dimension `d`; without those unconstrained there if not
         `wild`."""
         found = set(self.wild[d]) if wild else set()
-        for width_class, (lows, entries) in self.buckets[d].items():
+        for width_class, column in self.buckets[d].items():
             reach = (1 << width_class) - 1
             for low, high in query:
-                start = bisect.bisect_left(lows, low - reach)
-                middle = bisect.bisect_left(lows, low, start)
                 # Those starting inside [low, high] meet it; those starting before, if they
                 # reach `low`. Slices, map() and compress() keep the loop out of Python.
-                found.update(map(_second, entries[middle:bisect.bisect_right(lows, high,
-                                                                             middle)]))
-                if start < middle:
-                    before = entries[start:middle]
+                found.update(map(_second, column.between(low, high)))
+                if reach:
+                    before = column.between(low - reach, low - 1)
                     found.update(compress(map(_second, before),
                                           map(low.__le__, map(_first, before))))
         return found

@@ -39,7 +39,8 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from rulec.diagnostics import Span
@@ -230,8 +231,9 @@ def _scan(rules: Sequence[Rule], blocked: set[int],
     slots: list[_Slot] = []
     # group key -> the slots a rule with that group key may join, in chain order.
     open_slots: dict[_GroupKey, list[int]] = {}
+    alone = _alone(rules)
     for position, rule in enumerate(rules):
-        keys = [] if position in blocked else list(_group_keys(rule))
+        keys = [] if position in blocked or alone[position] else list(_group_keys(rule))
         # Every slot it may join; one that became a map on another key is dropped for good.
         options = []
         for key, group, value in keys:
@@ -347,6 +349,26 @@ def _key_values(rule: Rule) -> list[tuple[MapKey, Family | None, MapValue]]:
             continue
         out.append((key, family, _plain(value)))
     return out
+
+
+# The match fields no map key is: every group key (one key or a pair) holds them as they are.
+_NOT_KEYS = attrgetter(*(f.name for f in fields(Match)
+                         if f.compare and f.name not in {k.value for k in MapKey}))
+
+
+def _shared(rule: Rule) -> tuple[Any, ...]:
+    """What every group key of `rule` (_group_keys, _pair_groups) holds besides key fields:
+    two rules that differ here share no group, so neither can join the other's map."""
+    return (_NOT_KEYS(rule.match), rule.comment)
+
+
+def _alone(rules: Sequence[Rule]) -> list[bool]:
+    """For each rule, whether no other rule of the chain has its _shared() part. Cheap next
+    to building group keys, and on policies whose rules carry their own comments it is every
+    rule: synthesize_sets spent 7.7 s of a 100k-rule policy building keys no rule shared."""
+    shared = [_shared(r) for r in rules]
+    counts = Counter(shared)
+    return [counts[s] == 1 for s in shared]
 
 
 def _group_keys(rule: Rule) -> Iterable[tuple[MapKey, _GroupKey, MapValue]]:
@@ -591,8 +613,8 @@ def _chain_pairs(chain: Chain, setting: frozenset[str], minimum: int) -> Chain:
     whose entry meets another stays where it is. Itself if no map forms."""
     slots: list[_PairSlot] = []
     open_slots: dict[_PairGroup, list[int]] = {}
-    for rule in chain.rules:
-        groups = _pair_groups(rule)
+    for rule, alone in zip(chain.rules, _alone(chain.rules), strict=True):
+        groups = [] if alone else _pair_groups(rule)
         joined = False
         for group, values in groups:
             for index in reversed(open_slots.get(group, [])[-MAX_OPEN:]):
@@ -691,11 +713,15 @@ def _content(value: AddressSet | PortSet) -> _Content | None:
 def _name_sets(table: Table, limits: Thresholds) -> Table:
     uses: Counter[_Content] = Counter()
     given: dict[_Content, set[str]] = {}  # names a frontend already chose (e.g. k8s peers)
+    # A set of one element is never named (below) unless large_set is 1: then it need not be
+    # rendered as text to find that out, twice per rule.
+    singles = limits.large_set <= 1
     for chain in table.chains:
         for rule in chain.rules:
             for name in _SET_FIELDS:
                 value = getattr(rule.match, name)
-                if value is not None and (content := _content(value)) is not None:
+                if value is not None and (singles or _many(value)) and (
+                        content := _content(value)) is not None:
                     uses[content] += 1
                     if value.name is not None:
                         given.setdefault(content, set()).add(value.name)
@@ -722,24 +748,29 @@ def _name_sets(table: Table, limits: Thresholds) -> Table:
             length *= 2
         taken.add(name)
         names[content] = name
-    chains = tuple(_named_chain(c, names) for c in table.chains)
+    chains = tuple(_named_chain(c, names, singles) for c in table.chains)
     if all(a is b for a, b in zip(chains, table.chains, strict=True)):
         return table
     return replace(table, chains=chains)
 
 
-def _named_chain(chain: Chain, names: dict[_Content, str]) -> Chain:
-    rules = tuple(_named_rule(r, names) for r in chain.rules)
+def _many(value: AddressSet | PortSet) -> bool:
+    return len(value.prefixes if isinstance(value, AddressSet) else value.ranges) > 1
+
+
+def _named_chain(chain: Chain, names: dict[_Content, str], singles: bool) -> Chain:
+    rules = tuple(_named_rule(r, names, singles) for r in chain.rules)
     if all(a is b for a, b in zip(rules, chain.rules, strict=True)):
         return chain
     return replace(chain, rules=rules)
 
 
-def _named_rule(rule: Rule, names: dict[_Content, str]) -> Rule:
+def _named_rule(rule: Rule, names: dict[_Content, str], singles: bool) -> Rule:
     changes: dict[str, Any] = {}
     for name in _SET_FIELDS:
         value = getattr(rule.match, name)
-        if value is None or (content := _content(value)) is None:
+        if value is None or not (singles or _many(value)) or (
+                content := _content(value)) is None:
             continue
         wanted = names.get(content)
         if wanted is not None and value.name != wanted:

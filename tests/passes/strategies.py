@@ -298,12 +298,50 @@ def _dispatch(draw: st.DrawFn, pool: Pool, place: Place) -> list[ir.Rule]:
 
 
 @st.composite
+def _widening(draw: st.DrawFn, pool: Pool, place: Place) -> list[ir.Rule]:
+    """A rule, one like it (often with its action) in a set spanning the first's and the
+    third's, and a third equal to the first but for that set: once the third merges into the
+    first, the widened first may cover the second, which only a later remove_shadowed sees."""
+    rest = replace(draw(_match(pool, place)), limit=None)
+    proto = rest.proto
+    keys = ["saddr", "daddr"]
+    keys += ["dport"] if proto is not None and not proto.negated and proto.number in (
+        TCP, UDP) else []
+    key = draw(st.sampled_from(keys))
+    families = tuple(f for f in FAMILIES if rest.family in (None, f)
+                     and place.family in (Family.INET, f))
+
+    def value() -> AddressSet | PortSet:
+        if key == "dport":
+            return replace(_port_set(draw, pool), negated=False)
+        return replace(_address_set(draw, pool, families), negated=False)
+
+    first, third = value(), value()
+    action = draw(_action(place))
+    between: AddressSet | PortSet
+    if isinstance(first, PortSet) and isinstance(third, PortSet):
+        between = PortSet((*first.ranges, *third.ranges))
+    else:
+        assert isinstance(first, AddressSet) and isinstance(third, AddressSet)
+        between = AddressSet((*first.prefixes, *third.prefixes))
+    second = ir.Rule(match=replace(rest, **{key: between}), action=action)
+    second = draw(_variant(second, pool, place))  # often narrower, or another action
+    if draw(st.booleans()):
+        second = replace(second, action=action)
+    return [ir.Rule(match=replace(rest, **{key: first}), action=action), second,
+            ir.Rule(match=replace(rest, **{key: third}), action=action)]
+
+
+@st.composite
 def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int,
-                 dispatch: bool = False) -> tuple[ir.Rule, ...]:
+                 dispatch: bool = False, widening: bool = False) -> tuple[ir.Rule, ...]:
     table = ir.Table(kind=ir.TableKind.FILTER, family=place.family)
     out: list[ir.Rule] = []
     if dispatch and draw(st.booleans()):
         out.extend(r for r in draw(_dispatch(pool, place))
+                   if rule_families(table, r) and not never_matches(table, r))
+    if widening and draw(st.booleans()):
+        out.extend(r for r in draw(_widening(pool, place))
                    if rule_families(table, r) and not never_matches(table, r))
     for _ in range(draw(st.integers(0, max_size))):
         if out and draw(st.integers(0, 2)) > 0:
@@ -321,9 +359,11 @@ def _chain_rules(draw: st.DrawFn, pool: Pool, place: Place, max_size: int,
 
 
 @st.composite
-def rulesets(draw: st.DrawFn, pool: Pool, dispatch: bool = False) -> ir.Ruleset:
+def rulesets(draw: st.DrawFn, pool: Pool, dispatch: bool = False,
+             widening: bool = False) -> ir.Ruleset:
     """One filter table: 1-3 base chains and 0-3 user chains (each jumps only to later ones);
-    `dispatch`: half the chains start with a run of rules that differ in one key field."""
+    `dispatch`: half the chains start with a run of rules that differ in one key field;
+    `widening`: half the chains hold a merge that makes an earlier rule cover a later one."""
     family = draw(st.sampled_from((Family.IP, Family.IP6, Family.INET, Family.INET)))
     users = USER_CHAINS[:draw(st.integers(0, 3))]
     chains: list[ir.Chain] = []
@@ -334,7 +374,7 @@ def rulesets(draw: st.DrawFn, pool: Pool, dispatch: bool = False) -> ir.Ruleset:
         if chains and draw(st.integers(0, 2)) == 0:
             rules = draw(st.sampled_from(chains)).rules
         else:
-            rules = draw(_chain_rules(pool, place, 4, dispatch))
+            rules = draw(_chain_rules(pool, place, 4, dispatch, widening))
         chains.insert(0, ir.Chain(name=users[index], rules=rules))
     hooks = draw(st.lists(st.sampled_from(ir.BUILTIN_CHAINS[ir.TableKind.FILTER]),
                           min_size=1, max_size=3, unique=True))
@@ -342,7 +382,8 @@ def rulesets(draw: st.DrawFn, pool: Pool, dispatch: bool = False) -> ir.Ruleset:
         place = Place(family, hook, users)
         policy = draw(st.sampled_from((None, ir.Policy.ACCEPT, ir.Policy.DROP)))
         chains.append(ir.Chain(name=hook.value, hook=hook, policy=policy,
-                               rules=draw(_chain_rules(pool, place, 7, dispatch))))
+                               rules=draw(_chain_rules(pool, place, 7, dispatch,
+                                                       widening))))
     entry = frozenset(draw(st.lists(st.sampled_from(users), max_size=1))) if users \
         else frozenset()
     table = ir.Table(kind=ir.TableKind.FILTER, family=family, chains=tuple(chains))
@@ -393,10 +434,11 @@ def hosts(draw: st.DrawFn, pool: Pool) -> Host:
 
 
 @st.composite
-def cases(draw: st.DrawFn, max_packets: int = 24, dispatch: bool = False) -> Case:
+def cases(draw: st.DrawFn, max_packets: int = 24, dispatch: bool = False,
+          widening: bool = False) -> Case:
     """A verified ruleset, a host and packets aimed at the ruleset's boundaries."""
     pool = draw(pools())
-    ruleset = draw(rulesets(pool, dispatch))
+    ruleset = draw(rulesets(pool, dispatch, widening))
     try:
         verify(ruleset)
     except RulecError as error:  # the strategy should only build valid rulesets

@@ -256,3 +256,4 @@ def test_a_rule_covered_only_after_a_merge_goes_without_a_warning() -> None:
     assert not [w for w in result.warnings if w.code == CODE]
     again = compile_ruleset(result.ruleset, "nft")
     assert again.ruleset == result.ruleset and not again.warnings
+

@@ -54,7 +54,7 @@ def test_pass_preserves_outcomes(name: str, case: Case) -> None:
 
 
 @PROPERTY
-@given(case=cases())
+@given(case=cases(widening=True))
 def test_pipeline_preserves_outcomes(case: Case) -> None:
     out, _ = run_pipeline(case.ruleset, PassContext(verify=True), DEFAULT_PIPELINE)
     _same_outcomes(case.ruleset, out, case.packets, case.host, "the default pipeline")

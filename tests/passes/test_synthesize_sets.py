@@ -3,7 +3,10 @@ first-match order allows it exactly, and large or repeated sets become named set
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given
 
 from rulec.api import compile_ruleset, parse_text
 from rulec.ir import nodes as ir
@@ -16,9 +19,14 @@ from rulec.passes.synthesize_sets import (
     LARGE_SET,
     MIN_MAP_RULES,
     Thresholds,
+    _group_keys,
+    _pair_groups,
+    _shared,
     synthesize,
     synthesize_sets,
 )
+from tests.passes.strategies import Case, cases
+from tests.passes.test_semantics import PROPERTY
 
 NFT = PassContext(named_sets=True)
 CHAINS = "  chain a { accept }\n  chain b { drop }\n"
@@ -266,3 +274,17 @@ def test_a_name_the_frontend_gave_is_kept() -> None:
     out = synthesize_sets(ruleset, PassContext(named_sets=True))
     assert {r.match.saddr.name for r in forward(out) if r.match.saddr} == {"x_web_in0"}
     assert synthesize_sets(out, PassContext(named_sets=True)) is out
+
+
+@PROPERTY
+@given(case=cases(dispatch=True))
+def test_rules_that_share_a_group_share_what_the_pass_screens_by(case: Case) -> None:
+    """synthesize_sets builds no group keys for a rule whose _shared() part no other rule
+    of its chain has: that holds only if equal group keys (one key or a pair) mean equal
+    _shared() parts."""
+    rules = [r for t in case.ruleset.tables for c in t.chains for r in c.rules]
+    for a, b in itertools.product(rules, repeat=2):
+        groups_a = {g for _, g, _ in _group_keys(a)} | {g for g, _, _ in _pair_groups(a)}
+        groups_b = {g for _, g, _ in _group_keys(b)} | {g for g, _, _ in _pair_groups(b)}
+        if groups_a & groups_b:
+            assert _shared(a) == _shared(b)
