@@ -358,8 +358,10 @@ _NOT_KEYS = attrgetter(*(f.name for f in fields(Match)
 
 def _shared(rule: Rule) -> tuple[Any, ...]:
     """What every group key of `rule` (_group_keys, _pair_groups) holds besides key fields:
-    two rules that differ here share no group, so neither can join the other's map."""
-    return (_NOT_KEYS(rule.match), rule.comment)
+    two rules that differ here share no group, so neither can join the other's map. Of the
+    comment only whether there is one: on address and port keys rules whose comments differ
+    share groups (_group_comment)."""
+    return (_NOT_KEYS(rule.match), rule.comment is None)
 
 
 def _alone(rules: Sequence[Rule]) -> list[bool]:

@@ -284,7 +284,7 @@ def test_rules_that_share_a_group_share_what_the_pass_screens_by(case: Case) -> 
     _shared() parts."""
     rules = [r for t in case.ruleset.tables for c in t.chains for r in c.rules]
     for a, b in itertools.product(rules, repeat=2):
-        groups_a = {g for _, g, _ in _group_keys(a)} | {g for g, _, _ in _pair_groups(a)}
-        groups_b = {g for _, g, _ in _group_keys(b)} | {g for g, _, _ in _pair_groups(b)}
+        groups_a = {g for _, g, _ in _group_keys(a)} | {g for g, _ in _pair_groups(a)}
+        groups_b = {g for _, g, _ in _group_keys(b)} | {g for g, _ in _pair_groups(b)}
         if groups_a & groups_b:
             assert _shared(a) == _shared(b)
