@@ -427,6 +427,8 @@ def ipset_lines(tables: Iterable[Table]) -> list[str]:
         lines.append(f"create {name} hash:net family {family} maxelem {maxelem} comment")
         for p, terms in zip(value.prefixes, value.notes, strict=True):
             text = (summary(terms) or "").translate(_IPSET_UNQUOTABLE)
+            if text.startswith("-"):  # ipset would read it as an option, even quoted
+                text = " " + text
             lines.append(f'add {name} {p.address_text()}/{p.length} comment "{text}"')
     return lines
 
