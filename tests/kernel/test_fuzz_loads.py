@@ -1,6 +1,6 @@
 """The DSL fuzzer's successful compiles, loaded: whatever rulec emits for a fuzzed policy, every
 loader of that target accepts (iptables-nft and iptables-legacy for iptables and ip6tables,
-libnftables for nft and nft-json). "Compiled, but the kernel rejects it" is a rulec bug.
+with and without --ipset, libnftables for nft and nft-json). "Compiled, but the kernel rejects it" is a rulec bug.
 
 The inputs are tests/frontend/test_fuzz.py's (random edits of the examples, docs and error
 cases; rules drawn from the grammar inside a valid table), which mostly fail to parse, and
@@ -52,15 +52,18 @@ def test_every_successful_compile_loads(text: str, shared_ns: Namespace) -> None
         COUNTS["parse errors"] += 1
         return
     COUNTS["parsed"] += 1
-    for target in api.TARGETS:
+    # iptables also with --ipset: its sets' entry comments carry the merged terms' texts.
+    variants = [(t, False) for t in api.TARGETS] + [("iptables", True), ("ip6tables", True)]
+    for target, ipset in variants:
         try:
-            artifact = api.emit(ruleset, target)
+            artifact = api.emit(ruleset, target, ipset=ipset)
         except RulecError:
             COUNTS["compile errors"] += 1
             continue
         COUNTS["compiled"] += 1
         verdict = load(artifact, shared_ns)
         COUNTS["loads"] += 1
-        assert verdict.ok, (f"{target} compiled, but {verdict.loader} rejects it:\n"
+        assert verdict.ok, (f"{target}{' --ipset' * ipset} compiled, but {verdict.loader} "
+                            f"rejects it:\n"
                             f"{verdict.message}\n--- policy:\n{text}\n--- {target}:\n"
                             f"{artifact.text}")
