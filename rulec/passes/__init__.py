@@ -73,7 +73,8 @@ class PassStats:
 MAX_ROUNDS = 4
 
 # What a pass changed, as run_pipeline tells it apart: EQUAL, the result == its input (only
-# set names, spans or origins differ, which take no part in equality); RESPELLED, every set
+# set names, spans, origins or provenance notes and terms differ, which take no part in
+# equality, and which no pass's decisions read); RESPELLED, every set
 # holds the same values as before, spelled otherwise (the passes in _RESPELLS, and only
 # they, change nothing else); OTHER, anything (a rule removed, merged, moved or widened).
 EQUAL, RESPELLED, OTHER = "equal", "respelled", "other"
