@@ -1,6 +1,7 @@
 """The DSL fuzzer's successful compiles, loaded: whatever rulec emits for a fuzzed policy, every
 loader of that target accepts (iptables-nft and iptables-legacy for iptables and ip6tables,
-with and without --ipset, libnftables for nft and nft-json). "Compiled, but the kernel rejects it" is a rulec bug.
+with and without --ipset, libnftables for nft and nft-json). "Compiled, but the kernel
+rejects it" is a rulec bug.
 
 The inputs are tests/frontend/test_fuzz.py's (random edits of the examples, docs and error
 cases; rules drawn from the grammar inside a valid table), which mostly fail to parse, and
