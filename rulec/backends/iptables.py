@@ -49,7 +49,7 @@ from rulec.ir.nodes import (
     Vmap,
     vmap_rules,
 )
-from rulec.ir.provenance import element_terms, summary, terms_of
+from rulec.ir.provenance import NOTED_FIELDS, shared_terms, summary, terms_of
 from rulec.ir.values import (
     MAX_MARK,
     TCP,
@@ -213,16 +213,13 @@ def _named_piece(rule: Rule, match: Match) -> Rule:
     """A piece of a merged rule, commented with the terms behind exactly its elements (those
     all its noted fields share; rulec.ir.provenance), not the whole rule's summary."""
     own = terms_of(rule)
-    shared: list[str] | None = None
-    for name in ("saddr", "daddr", "sport", "dport"):
-        value = getattr(match, name)
-        if value is None or not value.notes:
-            continue
-        here = {t for terms in element_terms(value, own) for t in terms}
-        shared = [t for t in (own if shared is None else shared) if t in here]
+    noted = [v for name in NOTED_FIELDS if (v := getattr(match, name)) is not None and v.notes]
+    if not noted:
+        return replace(rule, match=match)
+    shared = shared_terms([own, *({t for terms in v.notes for t in terms} for v in noted)])
     if not shared:
         return replace(rule, match=match)
-    return replace(rule, match=match, comment=summary(tuple(shared)), terms=())
+    return replace(rule, match=match, comment=summary(shared), terms=())
 
 
 def split_log(rule: Rule) -> tuple[Rule, ...]:

@@ -14,10 +14,15 @@ Notes never take part in equality: they change no packet's fate, like spans.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
 
 from rulec.ir.nodes import Rule
 from rulec.ir.values import AddressSet, PortSet, Terms, join_terms
+
+# The match fields whose elements carry notes.
+NOTED_FIELDS = ("saddr", "daddr", "sport", "dport")
 
 # nft's limit on a rule's or an element's comment, the smallest of the targets' (iptables
 # allows 255): a summary always fits it.
@@ -73,4 +78,50 @@ def merged_terms(rules: Iterable[Rule]) -> Terms:
     return join_terms(*(terms_of(r) for r in rules))
 
 
-__all__ = ["MAX_NOTE_BYTES", "element_terms", "merged_terms", "summary", "terms_of"]
+def merged_comment(terms: Terms) -> dict[str, Any]:
+    """The Rule fields of a rule standing for `terms`."""
+    return {"comment": summary(terms), "terms": terms if len(terms) > 1 else ()}
+
+
+def joined_notes(values: Sequence[Any], own: Sequence[Terms]) -> Any:
+    """Equal sets (up to notes) of rules with terms `own`, as one set whose elements name
+    the terms of every rule's element."""
+    per = [element_terms(v, t) for v, t in zip(values, own, strict=True)]
+    return replace(values[0], notes=tuple(join_terms(*column)
+                                          for column in zip(*per, strict=True)))
+
+
+def without_redundant(value: Any, terms: Terms) -> Any:
+    """`value` without notes if every element names all of `terms` (what no notes say)."""
+    return replace(value, notes=()) if all(t == terms for t in value.notes) else value
+
+
+def rest_notes(rules: Sequence[Rule], skip: Iterable[str]) -> dict[str, Any]:
+    """For rules becoming one that tests their equal (up to notes) sets of the noted fields
+    outside `skip`: those sets, naming the terms of every rule's element where they tell
+    more than the merged rule's terms."""
+    own = [terms_of(r) for r in rules]
+    terms = join_terms(*own)
+    out = {}
+    for name in NOTED_FIELDS:
+        values = [getattr(r.match, name) for r in rules]
+        if name in skip or values[0] is None or not any(v.notes for v in values):
+            continue  # unnoted: every element from all the terms already
+        value = without_redundant(joined_notes(values, own), terms)
+        if value.notes:
+            out[name] = value
+    return out
+
+
+def shared_terms(groups: Iterable[Collection[str]]) -> Terms:
+    """The terms every group holds, in the order of the first (a sequence): those behind one
+    combination of elements of several noted sets."""
+    shared: Terms | None = None
+    for group in groups:
+        shared = tuple(group) if shared is None else tuple(t for t in shared if t in group)
+    return shared or ()
+
+
+__all__ = ["MAX_NOTE_BYTES", "NOTED_FIELDS", "element_terms", "joined_notes", "merged_comment",
+           "merged_terms", "rest_notes", "shared_terms", "summary", "terms_of",
+           "without_redundant"]

@@ -25,7 +25,14 @@ from rulec.ir.nodes import (
     vmap_rules,
 )
 from rulec.ir.nodes import targets as action_targets
-from rulec.ir.provenance import element_terms, merged_terms, summary, terms_of
+from rulec.ir.provenance import (
+    NOTED_FIELDS,
+    element_terms,
+    merged_comment,
+    rest_notes,
+    terms_of,
+    without_redundant,
+)
 from rulec.ir.values import (
     MAX_PORT,
     TCP,
@@ -608,8 +615,6 @@ class _Group:
 # The fields that make two rules equal (span and origins do not): a rule's group key is them
 # with the merged field left out, a tuple being far cheaper to build than a rule.
 _RULE_REST = attrgetter(*(f.name for f in fields(Rule) if f.compare and f.name != "match"))
-# Fields whose elements carry notes: rules merging on them may differ in their comments.
-NOTED_FIELDS = ("saddr", "daddr", "sport", "dport")
 _RULE_REST_UNCOMMENTED = attrgetter(
     *(f.name for f in fields(Rule) if f.compare and f.name not in ("match", "comment")))
 
@@ -620,42 +625,19 @@ def _group_rest(field_name: str) -> Callable[[Rule], tuple[Any, ...]]:
     return lambda rule: (_RULE_REST_UNCOMMENTED(rule), rule.comment is None)
 
 
-def merge_provenance(rules: Sequence[Rule], field_name: str,
-                     merged: AddressSet | PortSet) -> tuple[dict[str, Any], dict[str, Any]]:
-    """For `rules` (the head first) merging on `field_name` into `merged`: the match changes
-    and rule changes that carry their terms (rulec.ir.provenance). Nothing if none has a
-    comment."""
-    if all(r.comment is None for r in rules):
-        return {field_name: merged}, {}
-    terms = merged_terms(rules)
+def merge_provenance(rules: Sequence[Rule], field_name: str
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For commented `rules` (the head first) merging on `field_name`: the match changes
+    (the union, each element naming its terms) and rule changes that carry their terms
+    (rulec.ir.provenance)."""
     own = [terms_of(r) for r in rules]
-    match: dict[str, Any] = {}
-    for name in NOTED_FIELDS:
-        values = [getattr(r.match, name) for r in rules]
-        if name != field_name and not any(v is not None and v.notes for v in values):
-            continue  # every element from all the terms: no notes needed
-        if name == field_name:
-            per = [element_terms(v, t) for v, t in zip(values, own, strict=True)]
-            value: Any = (noted_addresses(values, per) if isinstance(merged, AddressSet)
-                          else noted_ports(values, per))
-        else:
-            value = joined_notes(values, own)
-        if all(t == terms for t in value.notes):
-            value = replace(value, notes=())
-        match[name] = value
-    return match, merged_comment(terms)
-
-
-def merged_comment(terms: Terms) -> dict[str, Any]:
-    """The Rule fields of a rule standing for `terms`."""
-    return {"comment": summary(terms), "terms": terms if len(terms) > 1 else ()}
-
-
-def joined_notes(values: Sequence[Any], own: Sequence[Terms]) -> Any:
-    """Equal sets (up to notes) of rules with terms `own`, as one set whose elements name
-    the terms of every rule's element."""
+    values = [getattr(r.match, field_name) for r in rules]
     per = [element_terms(v, t) for v, t in zip(values, own, strict=True)]
-    return replace(values[0], notes=tuple(join_terms(*column) for column in zip(*per, strict=True)))
+    union = (noted_addresses(values, per) if isinstance(values[0], AddressSet)
+             else noted_ports(values, per))
+    terms = join_terms(*own)
+    match = {field_name: without_redundant(union, terms), **rest_notes(rules, (field_name,))}
+    return match, merged_comment(terms)
 
 
 def carried_notes(piece: Any, source: Any, default: Terms) -> Any:
@@ -813,12 +795,12 @@ def _merge_field(rules: tuple[Rule, ...], field_name: str,
         count = pending.pop(j, 0)
         if count:
             head, new = out[j], members[j][-count:]
-            union: dict[str, Any] = {
-                field_name: _union([getattr(r.match, field_name) for r in (head, *new)])}
+            merging = (head, *new)
             rule_changes: dict[str, Any] = {}
-            if field_name in NOTED_FIELDS:
-                union, rule_changes = merge_provenance((head, *new), field_name,
-                                                       union[field_name])
+            if field_name in NOTED_FIELDS and any(r.comment is not None for r in merging):
+                union, rule_changes = merge_provenance(merging, field_name)
+            else:
+                union = {field_name: _union([getattr(r.match, field_name) for r in merging])}
             origins = [o for r in new for o in ((r.span,) if r.span is not None else ())
                        + r.origins]
             out[j] = replace(head, match=replace(head.match, **union),

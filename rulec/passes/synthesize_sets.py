@@ -62,19 +62,23 @@ from rulec.ir.nodes import (
     Vmap,
     keyed,
 )
-from rulec.ir.provenance import merged_terms, terms_of
+from rulec.ir.provenance import (
+    NOTED_FIELDS,
+    joined_notes,
+    merged_comment,
+    merged_terms,
+    rest_notes,
+    terms_of,
+)
 from rulec.ir.values import AddressSet, CtState, CtStates, Family, Interface, PortSet
 from rulec.ir.verify import MAX_CONCAT_BYTES, key_bytes
 from rulec.passes.analysis import (
-    NOTED_FIELDS,
     carried_notes,
     disjoint,
-    joined_notes,
     mark_setting_chains,
     may_merge,
     may_pass,
     merge_intervals,
-    merged_comment,
     prefixes_of,
     sets_mark,
 )
@@ -312,21 +316,12 @@ def _map_rule(members: Sequence[Rule], keys: Sequence[MapKey], rest: Match,
     """The rule a map's members become: the first, testing `rest` and acting as the map;
     its comment and terms stand for every member's, and the sets `rest` holds name the terms
     of every member's elements."""
-    first = members[0]
     rule_changes: dict[str, Any] = {}
     if any(r.comment is not None for r in members):
-        own = [terms_of(r) for r in members]
         rule_changes = merged_comment(merged_terms(members))
-        changes = {}
-        for name in NOTED_FIELDS:
-            values = [getattr(r.match, name) for r in members]
-            if name in {k.value for k in keys} or values[0] is None:
-                continue
-            if len(set(own)) > 1 or any(v.notes for v in values):
-                changes[name] = joined_notes(values, own)
-        if changes:
-            rest = replace(rest, **changes)
-    return replace(first, match=rest, action=action, origins=_origins(members), **rule_changes)
+        rest = replace(rest, **rest_notes(members, [k.value for k in keys]))
+    return replace(members[0], match=rest, action=action, origins=_origins(members),
+                   **rule_changes)
 
 
 def _key_values(rule: Rule) -> list[tuple[MapKey, Family | None, MapValue]]:

@@ -11,10 +11,9 @@ import pytest
 
 from rulec import api
 from rulec.ir import nodes as ir
-from rulec.ir.provenance import element_terms, terms_of
+from rulec.ir.provenance import NOTED_FIELDS, element_terms, terms_of
 from rulec.ir.values import AddressSet, PortSet
 from rulec.passes import PassContext, run_pipeline
-from rulec.passes.analysis import NOTED_FIELDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import enterprise_policy

@@ -71,7 +71,7 @@ from rulec.ir.nodes import (
     Vmap,
     keyed,
 )
-from rulec.ir.provenance import element_terms, summary, terms_of
+from rulec.ir.provenance import joined_notes, shared_terms, summary, terms_of
 from rulec.ir.values import (
     MAX_MARK,
     AddressSet,
@@ -89,7 +89,6 @@ from rulec.ir.values import (
     TcpFlag,
     TcpFlags,
     Terms,
-    join_terms,
 )
 from rulec.ir.verify import TargetLimits, rule_families
 
@@ -157,11 +156,10 @@ def named_sets(table: Table) -> list[NamedSet]:
                     if rule.comment is not None:
                         users.setdefault(value.name, []).append((value, terms_of(rule)))
     for name, uses in users.items():
-        per = [element_terms(v, t) for v, t in uses]
-        notes = tuple(join_terms(*column) for column in zip(*per, strict=True))
-        if all(n == t for n in notes for _, t in uses):
+        joined = joined_notes([v for v, _ in uses], [t for _, t in uses])
+        if all(n == t for n in joined.notes for _, t in uses):
             continue  # every element from every user's terms: the rules' comments say it
-        found[name] = replace(found[name], notes=notes)
+        found[name] = replace(found[name], notes=joined.notes)
     return [found[name] for name in sorted(found)]
 
 
@@ -587,11 +585,8 @@ def _entry_note(elements: tuple[Element, ...], notes: list[dict[Element, Terms]]
                 limits: TargetLimits, span: Span | None) -> str | None:
     """A map element's comment: the terms all its parts come from (one combination of the
     entry's values, so one term's own, unless terms share it)."""
-    shared: Terms | None = None
-    for element, known in zip(elements, notes, strict=True):
-        terms = known.get(element)
-        if terms is not None:
-            shared = terms if shared is None else tuple(t for t in shared if t in terms)
+    shared = shared_terms(terms for element, known in zip(elements, notes, strict=True)
+                          if (terms := known.get(element)) is not None)
     return _note(shared, limits, span) if shared else None
 
 
