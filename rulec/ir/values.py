@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,19 @@ def _canonical_noted(elements: tuple[Any, ...], notes: tuple[Terms, ...],
         by_element[element] = terms if seen is None else join_terms(seen, terms)
     order = tuple(sorted(by_element, key=key))
     return order, tuple(by_element[e] for e in order)
+
+
+def prefixes_of(family: Family, low: int, high: int) -> Iterator[Prefix]:
+    """The fewest prefixes covering exactly [low, high]: the largest aligned block each time."""
+    bits = family.bits
+    while low <= high:
+        size = low & -low if low else 1 << bits  # the alignment of `low`
+        room = high - low + 1
+        if size > room:
+            size = 1 << (room.bit_length() - 1)
+        yield Prefix(family, low, bits - size.bit_length() + 1)
+        low += size
+
 
 
 @dataclass(frozen=True, slots=True)

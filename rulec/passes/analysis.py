@@ -51,6 +51,7 @@ from rulec.ir.values import (
     TcpFlags,
     Terms,
     join_terms,
+    prefixes_of,
 )
 
 Interval = tuple[int, int]  # inclusive
@@ -110,18 +111,6 @@ def meet(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
 
 
 _low, _high = itemgetter(0), itemgetter(1)
-
-
-def prefixes_of(family: Family, low: int, high: int) -> Iterable[Prefix]:
-    """The fewest prefixes covering exactly [low, high]: the largest aligned block each time."""
-    bits = family.bits
-    while low <= high:
-        size = low & -low if low else 1 << bits  # the alignment of `low`
-        room = high - low + 1
-        if size > room:
-            size = 1 << (room.bit_length() - 1)
-        yield Prefix(family, low, bits - size.bit_length() + 1)
-        low += size
 
 
 def collapse_prefixes(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:

@@ -70,7 +70,15 @@ from rulec.ir.provenance import (
     rest_notes,
     terms_of,
 )
-from rulec.ir.values import AddressSet, CtState, CtStates, Family, Interface, PortSet
+from rulec.ir.values import (
+    AddressSet,
+    CtState,
+    CtStates,
+    Family,
+    Interface,
+    PortSet,
+    prefixes_of,
+)
 from rulec.ir.verify import MAX_CONCAT_BYTES, key_bytes
 from rulec.passes.analysis import (
     carried_notes,
@@ -79,7 +87,6 @@ from rulec.passes.analysis import (
     may_merge,
     may_pass,
     merge_intervals,
-    prefixes_of,
     sets_mark,
 )
 from rulec.passes.context import PassContext
