@@ -33,6 +33,7 @@ from rulec.ir.verify import verify, verify_texts
 from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
 
 if TYPE_CHECKING:
+    from rulec.analysis.diff import Diff
     from rulec.frontends.docker import DockerOptions
 
 TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
@@ -249,6 +250,25 @@ def compile_text(text: str, target: str, *, name: str = "<string>", noflush: boo
                 ipset=ipset)
 
 
+def diff(old: Ruleset, new: Ruleset) -> Diff:
+    """Every packet whose fate differs between two rulesets (verdict, NAT rewrite, mark or
+    MSS change), grouped into changes with a witness packet and the deciding rule of each
+    side; `Diff.equivalent` when there are none. Exact: rulec.analysis.diff."""
+    from rulec.analysis.diff import diff as compare
+
+    with paused_gc():
+        return compare(old, new)
+
+
+def optimised(ruleset: Ruleset, target: str = "nft") -> Ruleset:
+    """What the default optimiser pipeline makes of a ruleset for a target (before the
+    backend's own lowering), as compile runs it (dockerd's own chains are kept as they are)."""
+    ctx = PassContext(named_sets=target in ("nft", "nft-json"))
+    passes = _docker_passes(ruleset, None)
+    with paused_gc():
+        return run_pipeline(ruleset, ctx, DEFAULT_PIPELINE if passes is None else passes)[0]
+
+
 __all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_k8s_files",
-           "compile_ruleset", "compile_text", "docker_options", "emit", "parse_files",
-           "parse_k8s_files", "parse_text", "with_provenance"]
+           "compile_ruleset", "compile_text", "diff", "docker_options", "emit", "optimised",
+           "parse_files", "parse_k8s_files", "parse_text", "with_provenance"]

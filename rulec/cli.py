@@ -6,17 +6,21 @@ Exit codes: 0 success (warnings allowed), 1 policy errors, 2 usage errors, 3 int
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rulec import api, output
 from rulec.backends.stats import kernel_rule_counts
 from rulec.diagnostics import Diagnostic, RulecError, escape, render
+from rulec.ir.nodes import Ruleset
 from rulec.passes import DEFAULT_PIPELINE, PASSES
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+EXIT_DIFFERENT = 1  # rulec diff: the policies differ
 
 _EPILOG = """exit codes:
   0  success (warnings may have been printed)
@@ -102,7 +106,53 @@ def _build_parser() -> argparse.ArgumentParser:
                            "netfilter tools)")
     check_cmd.add_argument("--target", "-t", choices=api.TARGETS, action="append",
                            help="targets to check (default: all)")
+    _add_diff(commands)
     return parser
+
+
+def _add_diff(commands: argparse._SubParsersAction[_Parser]) -> None:
+    diff_cmd = commands.add_parser(
+        "diff", help="what a policy change does to traffic: every packet whose fate differs",
+        epilog=_DIFF_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    diff_cmd.add_argument("files", nargs="*", metavar="FILE",
+                          help="OLD NEW (two .rules files); with --git, --optimised or "
+                          "--old/--new: the policy files (NetworkPolicy files with an "
+                          "inventory)")
+    diff_cmd.add_argument("--old", nargs="+", metavar="FILE", help="the old side's files")
+    diff_cmd.add_argument("--new", nargs="+", metavar="FILE", help="the new side's files")
+    diff_cmd.add_argument("--git", metavar="REV",
+                          help="compare FILE... as they are at git revision REV (includes "
+                          "resolved at REV) with the working tree")
+    diff_cmd.add_argument("--optimised", action="store_true",
+                          help="compare FILE... with what the optimiser makes of them "
+                          "(a self-check: always equivalent)")
+    diff_cmd.add_argument("--inventory", metavar="CLUSTER",
+                          help="Kubernetes: NetworkPolicy files (both sides) against this "
+                          "inventory")
+    diff_cmd.add_argument("--old-inventory", metavar="CLUSTER",
+                          help="Kubernetes: the old side's inventory (a relabelling: the same "
+                          "policies against two inventories)")
+    diff_cmd.add_argument("--new-inventory", metavar="CLUSTER",
+                          help="Kubernetes: the new side's inventory")
+    diff_cmd.add_argument("--docker-state", metavar="STATE.json", action="append", default=[],
+                          help="a Docker host's inspect JSON for both sides (see compile)")
+    diff_cmd.add_argument("--old-docker-state", metavar="STATE.json", action="append",
+                          default=[], help="Docker state for the old side only")
+    diff_cmd.add_argument("--new-docker-state", metavar="STATE.json", action="append",
+                          default=[], help="Docker state for the new side only")
+    diff_cmd.add_argument("--docker-layout", choices=("current", "classic"),
+                          help="dockerd's rule layout when its version is not known")
+    diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                          help="text (default), markdown (a pull-request comment) or json "
+                          "(docs/diff.md has the schema)")
+
+
+_DIFF_EPILOG = """exit codes (as diff(1)):
+  0  equivalent: no packet's fate differs
+  1  different: the changes are printed
+  2  trouble: a usage error, or a policy with errors (nothing was compared)
+  3  internal error in rulec (a bug: please report it, with --debug output)
+"""
 
 
 def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
@@ -263,11 +313,102 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_POLICY if failed else EXIT_OK
 
 
+@dataclass(frozen=True)
+class _Side:
+    files: list[str]
+    inventory: str | None
+    docker_state: list[str]
+
+
+def _diff_sides(args: argparse.Namespace) -> tuple[_Side, _Side]:
+    """Which files each side reads; every spelling's own rules are checked here."""
+    both = args.docker_state
+    old_state, new_state = [*both, *args.old_docker_state], [*both, *args.new_docker_state]
+    kube = args.inventory is not None or args.old_inventory or args.new_inventory
+    if args.inventory and (args.old_inventory or args.new_inventory):
+        raise _UsageError("rulec diff: error: --inventory excludes --old-inventory and "
+                          "--new-inventory")
+    if bool(args.old_inventory) != bool(args.new_inventory):
+        raise _UsageError("rulec diff: error: give both --old-inventory and --new-inventory")
+    if kube and (old_state != [] or new_state != []):
+        raise _UsageError("rulec diff: error: a Kubernetes node and a Docker host are "
+                          "compared separately")
+    modes = [m for m in ("git", "optimised") if getattr(args, m)]
+    sided = args.old is not None or args.new is not None
+    if len(modes) > 1 or (modes and sided):
+        raise _UsageError("rulec diff: error: --git, --optimised and --old/--new exclude "
+                          "each other")
+    if sided:
+        if args.old is None or args.new is None:
+            raise _UsageError("rulec diff: error: give both --old FILE... and --new FILE...")
+        if args.files:
+            raise _UsageError("rulec diff: error: with --old and --new, give no other FILE")
+        old_files, new_files = list(args.old), list(args.new)
+    elif modes or (kube and args.old_inventory):
+        if not args.files:
+            raise _UsageError("rulec diff: error: give the policy FILE... to compare")
+        old_files = new_files = list(args.files)
+    else:
+        if len(args.files) != 2:
+            raise _UsageError("rulec diff: error: give OLD and NEW (or --old/--new, --git "
+                              "REV FILE..., --optimised FILE...)")
+        old_files, new_files = [args.files[0]], [args.files[1]]
+    old_inventory = args.old_inventory or args.inventory
+    new_inventory = args.new_inventory or args.inventory
+    return (_Side(old_files, old_inventory, old_state),
+            _Side(new_files, new_inventory, new_state))
+
+
+def _read_side(side: _Side, layout: str | None) -> Ruleset:
+    if side.inventory is not None:
+        return api.parse_k8s_files(side.inventory, side.files)
+    docker = api.docker_options("iptables", layout=layout, state=side.docker_state)
+    return api.parse_files(side.files, docker=docker)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from rulec.analysis import render
+    from rulec.analysis.space import AnalysisError
+    from rulec.frontends.revision import RevisionError, at_revision
+
+    old_side, new_side = _diff_sides(args)
+    for side in (old_side, new_side):
+        if args.git is None or side is new_side:
+            _missing_files([*side.files, *([side.inventory] if side.inventory else []),
+                            *side.docker_state])
+    label: Callable[[str], str] = str
+    with contextlib.ExitStack() as stack:
+        if args.git is not None:
+            try:
+                revision = stack.enter_context(at_revision(args.git, old_side.files))
+            except RevisionError as exc:
+                raise _UsageError(f"rulec diff: error: --git {args.git}: {exc}") from exc
+            old_side = _Side([str(f) for f in revision.files], old_side.inventory,
+                             old_side.docker_state)
+            label = revision.label
+        old = _read_side(old_side, args.docker_layout)
+        new = old if args.optimised else _read_side(new_side, args.docker_layout)
+        if args.optimised:
+            new = api.optimised(old)
+        try:
+            result = api.diff(old, new)
+        except AnalysisError as exc:
+            raise _UsageError(f"rulec diff: error: {exc}") from exc
+        printer = {"text": render.text, "markdown": render.markdown,
+                   "json": render.as_json}[args.format]
+        sys.stdout.write(printer(result, label))
+    return EXIT_OK if result.equivalent else EXIT_DIFFERENT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    command = None
     try:
         args = parser.parse_args(argv)
+        command = args.command
+        if command == "diff":
+            return _diff(args)
         return _compile(args) if args.command == "compile" else _check(args)
     except _UsageError as exc:
         print(escape(str(exc)), file=sys.stderr)  # file names may hold control characters
@@ -275,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RulecError as exc:
         print(exc.render(), file=sys.stderr)
         count = sum(1 for d in exc.diagnostics if d.severity.value == "error")
+        if command == "diff":  # diff's 1 means "different", as diff(1)'s
+            print(f"rulec: {count} error{'s' if count != 1 else ''}; nothing was compared",
+                  file=sys.stderr)
+            return EXIT_USAGE
         print(f"rulec: {count} error{'s' if count != 1 else ''}; nothing was emitted",
               file=sys.stderr)
         return EXIT_POLICY

@@ -34,6 +34,7 @@ from rulec.analysis.space import (
     PATH_INCOMING,
     PATH_LOCAL,
     TCP_FLAGS,
+    AnalysisError,
     Context,
     F,
     Intervals,
@@ -152,6 +153,7 @@ class Engine:
     src_types: bool = False
     nodes: int = 0
     leaves: int = 0
+    budget: int = 20_000_000  # nodes: about an hour's walk; beyond it the engine gives up
 
     @classmethod
     def build(cls, rulesets: Sequence[ir.Ruleset], family: Family) -> Engine:
@@ -234,6 +236,11 @@ class Engine:
     def _walk(self, depth: int, alive: list[int], cell: list[Intervals | None]
               ) -> Iterator[Leaf]:
         self.nodes += 1
+        if self.nodes > self.budget:
+            raise AnalysisError(
+                f"the rulesets split packet space into more than {self.budget:,} pieces "
+                "before the comparison ended; the engine stops rather than run for hours "
+                "(compare smaller parts, e.g. one table's files at a time)")
         if self.compare and self._same(alive):
             return
         if depth == len(self.order):

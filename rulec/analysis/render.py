@@ -15,6 +15,7 @@ from rulec.analysis.space import (
     CT_STATES,
     PATH_INCOMING,
     PATH_LOCAL,
+    TCP_FLAGS,
     F,
     Intervals,
     Names,
@@ -80,9 +81,11 @@ class _Describer:
                 parts.append(f"{word} {text}")
         states = box.get(F.CT_STATE)
         if states is not None and states != ((0, len(CT_STATES) - 1),):
-            parts.append("ct state " + ",".join(CT_STATES[i].value for i in _each(states)))
+            parts.append("ct state " + _set_text(
+                states, len(CT_STATES) - 1,
+                lambda v: [",".join(CT_STATES[i].value for i in _each(v))] if v else []))
         flags = box.get(F.TCP_FLAGS)
-        if flags is not None and flags != ((0, 63),):
+        if flags is not None and flags != ((0, (1 << len(TCP_FLAGS)) - 1),):
             parts.append("tcp flags " + " or ".join(
                 TcpFlags.text(flags_of(b)) for b in list(_each(flags))[:6])
                 + (" or ..." if sum(h - lo + 1 for lo, h in flags) > 6 else ""))
@@ -114,16 +117,21 @@ class _Describer:
 
 
 def _path_words(box: Box) -> str:
-    path, local = box.get(F.PATH), box.get(F.DADDR_LOCAL)
+    """Where the packets go. Routing decides INPUT or FORWARD after DNAT, so the words say
+    whom the packet is addressed to, not which chain it ends in."""
+    path, local, source = box.get(F.PATH), box.get(F.DADDR_LOCAL), box.get(F.SADDR_LOCAL)
+    words = []
     if path == ((PATH_LOCAL, PATH_LOCAL),):
-        return "from this host (OUTPUT)"
-    if path == ((PATH_INCOMING, PATH_INCOMING),):
-        if local == ((1, 1),):
-            return "to this host (INPUT)"
-        if local == ((0, 0),):
-            return "forwarded (FORWARD)"
-        return "incoming"
-    return ""
+        words.append("sent by this host")
+    elif path == ((PATH_INCOMING, PATH_INCOMING),):
+        words.append("arriving")
+    if local == ((1, 1),):
+        words.append("addressed to this host")
+    elif local == ((0, 0),) and path == ((PATH_INCOMING, PATH_INCOMING),):
+        words.append("addressed elsewhere (routed through)")
+    if source == ((1, 1),):
+        words.append("from an address of this host")
+    return ", ".join(words)
 
 
 def _each(values: Intervals):  # type: ignore[no-untyped-def]
@@ -138,7 +146,7 @@ def _each_list(values: Intervals) -> list[int]:
 def _set_text(values: Intervals, top: int, show: Callable[[Intervals], list[str]]) -> str:
     """The values, or 'not' the others when that is shorter."""
     inside, outside = show(values), show(complement(values, 0, top))
-    if len(outside) < len(inside):
+    if (len(outside), len(", ".join(outside))) < (len(inside), len(", ".join(inside))):
         return "not " + _braced(outside)
     return _braced(inside)
 
@@ -168,9 +176,9 @@ def packet_text(packet: Packet, to_host: bool) -> str:
         words.append(f"out {packet.oif}")
     words.append(f"ct {packet.ct_state.value}")
     if packet.path.value == "local":
-        words.append("(from this host)")
+        words.append("(sent by this host)")
     elif to_host:
-        words.append("(to this host)")
+        words.append("(addressed to this host)")
     if packet.mark:
         words.append(f"mark {packet.mark:#x}")
     if not packet.under_limit:
