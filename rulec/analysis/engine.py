@@ -251,7 +251,8 @@ class Engine:
             return
         fld = self.order[depth]
         domain = self._domain(fld, cell)
-        if domain is None:
+        if domain is None:  # the field is not split: no alive rule tests it
+            assert not any(fld in self.entries[i].tests for i in alive), fld
             cell[fld] = None
             yield from self._walk(depth + 1, alive, cell)
             return
@@ -334,7 +335,8 @@ class Engine:
         """A test of 'the address is this host's': from the rule's address type, and for
         incoming packets from routing (INPUT rules see only packets for this host)."""
         values = {0, 1}
-        if routing and not self.sides[entry.side].dnat:
+        # PREROUTING comes before routing: its rules see both kinds of packets.
+        if routing and not self.sides[entry.side].dnat and ir.Hook.PREROUTING not in entry.hooks:
             if entry.hooks <= _HOOKS_TO_HOST:
                 values &= {1}
             elif entry.hooks <= _HOOKS_THROUGH:
@@ -417,7 +419,7 @@ class Engine:
             ct_state=CT_STATES[state if state is not None else CT_STATES.index(
                 CtState.NEW)],
             ct_orig_dport=None if orig in (None, ABSENT) else orig,
-            tcp_flags=flags_of(flags if flags is not None else 2),
+            tcp_flags=flags_of(flags if flags is not None and flags >= 0 else 2),
             icmp_type=None if icmp in (None, ABSENT) else icmp,
             mark=self.ctx.marks.value(mark) if self.ctx.marks and mark is not None else 0,
             mss=None if mss in (None, ABSENT) else mss,
@@ -437,7 +439,8 @@ class Engine:
             F.CT_ORIG_DPORT: ABSENT if orig is None else orig,
             F.IIF: ctx.names.index_of(packet.iif), F.OIF: ctx.names.index_of(packet.oif),
             F.CT_STATE: CT_STATES.index(packet.ct_state),
-            F.TCP_FLAGS: sum(1 << i for i, f in enumerate(TCP_FLAGS) if f in packet.tcp_flags),
+            F.TCP_FLAGS: sum(1 << i for i, f in enumerate(TCP_FLAGS) if f in packet.tcp_flags)
+            if packet.proto == TCP else ABSENT,
             F.ICMP_TYPE: ABSENT if packet.icmp_type is None else packet.icmp_type,
             F.MARK: ctx.marks.assignment(packet.mark) if ctx.marks else 0,
             F.LIMIT: int(packet.under_limit),

@@ -85,7 +85,8 @@ class _Describer:
                 states, len(CT_STATES) - 1,
                 lambda v: [",".join(CT_STATES[i].value for i in _each(v))] if v else []))
         flags = box.get(F.TCP_FLAGS)
-        if flags is not None and flags != ((0, (1 << len(TCP_FLAGS)) - 1),):
+        if flags is not None and flags not in (((0, (1 << len(TCP_FLAGS)) - 1),),
+                                               ((ABSENT, ABSENT),)):
             parts.append("tcp flags " + " or ".join(
                 TcpFlags.text(flags_of(b)) for b in list(_each(flags))[:6])
                 + (" or ..." if sum(h - lo + 1 for lo, h in flags) > 6 else ""))
@@ -376,7 +377,8 @@ def _box_json(box: Box, names: Names | None) -> dict[str, Any]:
             case F.CT_STATE:
                 out[key] = [CT_STATES[i].value for i in _each(values)]
             case F.TCP_FLAGS:
-                out[key] = [TcpFlags.text(flags_of(b)) for b in _each(values)]
+                out[key] = [None] if values == ((ABSENT, ABSENT),) else [
+                    TcpFlags.text(flags_of(b)) for b in _each(values)]
             case F.MARK | F.LIMIT:
                 out[key] = _ranges(values)
             case F.PATH:

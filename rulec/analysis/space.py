@@ -35,8 +35,8 @@ from rulec.ir.values import (
 Interval = tuple[int, int]
 Intervals = tuple[Interval, ...]
 ABSENT = -1
-# At most 2**12 classes of marks (what the rules' tests and sets tell apart).
-MAX_MARK_BITS = 12
+# At most 2**16 classes of marks (what the rules' tests and sets tell apart).
+MAX_MARK_BITS = 16
 
 
 class AnalysisError(Exception):
@@ -189,6 +189,15 @@ class Marks:
 
     def __init__(self, touched: Iterable[tuple[int, int]]) -> None:
         pairs = list(dict.fromkeys(touched))
+        # The common case, every test and set on the whole mark: the classes are the values
+        # named and "any other" (a set then makes the mark one of the named values).
+        self.exact: list[int] | None = None
+        if all(mask == 0xFFFFFFFF for mask, _ in pairs):
+            self.exact = sorted({value for _, value in pairs})
+            self.other = next(v for v in range(len(self.exact) + 1) if v not in self.exact)
+            self.size = len(self.exact) + 1
+            self._cache: dict[Mark, Intervals] = {}
+            return
         groups: dict[tuple[tuple[bool, bool], ...], int] = {}
         for b in range(32):
             signature = tuple((bool(mask >> b & 1), bool(value >> b & 1))
@@ -204,7 +213,7 @@ class Marks:
             raise AnalysisError(f"the rules' mark tests and sets make {size} classes of "
                                 f"marks; the engine tells at most {1 << MAX_MARK_BITS} apart")
         self.size = size
-        self._cache: dict[Mark, Intervals] = {}
+        self._cache = {}
 
     @property
     def top(self) -> int:
@@ -212,6 +221,8 @@ class Marks:
 
     def value(self, assignment: int) -> int:
         """A mark of the class: each group all zeros, all ones, or only its lowest bit."""
+        if self.exact is not None:
+            return self.exact[assignment] if assignment < len(self.exact) else self.other
         out = 0
         for group, radix in zip(self.groups, self.radix, strict=True):
             assignment, digit = divmod(assignment, radix)
@@ -222,6 +233,8 @@ class Marks:
         return out
 
     def assignment(self, value: int) -> int:
+        if self.exact is not None:
+            return self.exact.index(value) if value in self.exact else len(self.exact)
         out, scale = 0, 1
         for group, radix in zip(self.groups, self.radix, strict=True):
             bits = value & group
@@ -309,10 +322,14 @@ class Context:
         match field:
             case F.SPORT | F.DPORT:
                 return ((0, MAX_PORT),) if ports else ((ABSENT, ABSENT),)
+            # ABSENT rather than None where a test exists but the packet lacks the field: a
+            # test of it then fails, as in the evaluator, instead of going unchecked.
             case F.CT_ORIG_DPORT:
-                return ((0, MAX_PORT),) if ports and self.orig_dport else None
+                if not self.orig_dport:
+                    return None
+                return ((0, MAX_PORT),) if ports else ((ABSENT, ABSENT),)
             case F.TCP_FLAGS:
-                return ((0, self.top(field)),) if proto[0][0] == TCP else None
+                return ((0, self.top(field)),) if proto[0][0] == TCP else ((ABSENT, ABSENT),)
             case F.ICMP_TYPE:
                 return ((0, 255),) if proto[0][0] == self.icmp else ((ABSENT, ABSENT),)
             case F.MARK:
