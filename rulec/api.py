@@ -34,7 +34,9 @@ from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
 
 if TYPE_CHECKING:
     from rulec.analysis.diff import Diff
+    from rulec.analysis.explain import Explanation
     from rulec.frontends.docker import DockerOptions
+    from rulec.ir.evaluate import Host, Packet
 
 TARGETS = ("iptables", "ip6tables", "nft", "nft-json")
 
@@ -269,6 +271,38 @@ def optimised(ruleset: Ruleset, target: str = "nft") -> Ruleset:
         return run_pipeline(ruleset, ctx, DEFAULT_PIPELINE if passes is None else passes)[0]
 
 
+def explain(ruleset: Ruleset, packet: Packet | str, host: Host | None = None) -> Explanation:
+    """What `ruleset` does to one packet, step by step: the hooks and chains it passes, the
+    rules that matched (file:line and source text), the verdict and the rewrites. `packet` is
+    a Packet or its spelling (docs/explain.md; RulecError E0801 pointing at the bad column),
+    `host` the host's addresses: by default none for a Packet (so an incoming packet is
+    forwarded) and what a spelling's `to-host` / `from-host` / `addr` say. Explains the
+    ruleset as given: pass the parsed policy, before the passes, to see the rules as written."""
+    from rulec.analysis import explain as explaining
+
+    if isinstance(packet, str):
+        spec = explaining.parse_packet(packet)
+        packet, host = spec.packet, spec.host if host is None else host
+    return explaining.explain(ruleset, packet, host)
+
+
+def explain_pods(inventory: str | Path, policies: Sequence[str | Path], from_pod: str,
+                 to_pod: str, port: str) -> Explanation:
+    """explain() for the first packet from pod `ns/name` to pod `ns/name` on `port` (`80/tcp`)
+    through the node NetworkPolicy files and an inventory compile for (RulecError on bad input,
+    ValueError naming an unknown pod or a bad port)."""
+    from rulec.analysis import explain as explaining
+    from rulec.frontends import k8s
+
+    with paused_gc():
+        cluster = k8s.load_files(inventory, policies)
+        ruleset = k8s.compile_to_ir(cluster)
+        verify(ruleset)
+    spec = explaining.pod_packet(cluster.inventory.pods, from_pod, to_pod, port)
+    return explaining.explain(ruleset, spec.packet, spec.host)
+
+
 __all__ = ["TARGETS", "CompileResult", "RulecError", "compile_files", "compile_k8s_files",
-           "compile_ruleset", "compile_text", "diff", "docker_options", "emit", "optimised",
+           "compile_ruleset", "compile_text", "diff", "docker_options", "emit", "explain",
+           "explain_pods", "optimised",
            "parse_files", "parse_k8s_files", "parse_text", "with_provenance"]

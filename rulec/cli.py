@@ -106,6 +106,22 @@ def _build_parser() -> argparse.ArgumentParser:
                            "netfilter tools)")
     check_cmd.add_argument("--target", "-t", choices=api.TARGETS, action="append",
                            help="targets to check (default: all)")
+    explain_cmd = commands.add_parser(
+        "explain", help="trace one packet through the policy as written: hooks, chains, the "
+        "rules that match, the verdict and NAT rewrites", epilog=_EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_inputs(explain_cmd)
+    explain_cmd.add_argument("--packet", metavar="PACKET",
+                             help='the packet, e.g. "tcp 198.51.100.7:40000 -> 203.0.113.1:22 '
+                             'in eth0 to-host" (docs/explain.md)')
+    explain_cmd.add_argument("--from-pod", metavar="NS/NAME",
+                             help="with --inventory: the packet's source pod")
+    explain_cmd.add_argument("--to-pod", metavar="NS/NAME",
+                             help="with --inventory: the packet's destination pod")
+    explain_cmd.add_argument("--port", metavar="PORT/PROTO",
+                             help="with --from-pod/--to-pod: the destination port, e.g. 80/tcp")
+    explain_cmd.add_argument("--format", choices=("text", "json"), default="text",
+                             help="text (default) or json (schema in docs/explain.md)")
     _add_diff(commands)
     return parser
 
@@ -153,6 +169,50 @@ _DIFF_EPILOG = """exit codes (as diff(1)):
   2  trouble: a usage error, or a policy with errors (nothing was compared)
   3  internal error in rulec (a bug: please report it, with --debug output)
 """
+
+
+_EXPLAIN_EPILOG = """exit codes:
+  0  the packet was explained, whatever its verdict
+  1  the policy or the --packet spelling has errors (file:line:col: error[CODE]: message)
+  2  usage error (bad option, missing file, unknown pod)
+  3  internal error in rulec (a bug: please report it, with --debug output)
+"""
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """One packet through the policy as parsed, before the optimiser: the rules a reader
+    wrote are the ones named."""
+    from rulec.analysis import explain as explaining
+
+    pods = args.from_pod is not None or args.to_pod is not None
+    if pods == (args.packet is not None):
+        raise _UsageError("rulec explain: error: give --packet, or --from-pod and --to-pod")
+    if pods and (args.inventory is None or None in (args.from_pod, args.to_pod, args.port)):
+        raise _UsageError("rulec explain: error: --from-pod and --to-pod take --inventory and "
+                          "--port PORT/PROTO too")
+    if args.port is not None and not pods:
+        raise _UsageError("rulec explain: error: --port goes with --from-pod and --to-pod")
+    _inputs(args)
+    if pods:
+        try:
+            result = api.explain_pods(args.inventory, args.files, args.from_pod, args.to_pod,
+                                      args.port)
+        except ValueError as exc:
+            raise _UsageError(f"rulec explain: error: {exc}") from exc
+    else:
+        spec = explaining.parse_packet(args.packet)  # before the policy: it is the cheaper read
+        warnings: list[Diagnostic] = []
+        if args.inventory is not None:
+            ruleset = api.parse_k8s_files(args.inventory, args.files)
+        else:
+            docker = api.docker_options("iptables", layout=args.docker_layout,
+                                        state=args.docker_state)
+            ruleset = api.parse_files(args.files, docker=docker, warnings=warnings)
+        _print_warnings(warnings)
+        result = api.explain(ruleset, spec.packet, spec.host)
+    sys.stdout.write(explaining.as_json(result) if args.format == "json"
+                     else explaining.text(result))
+    return EXIT_OK
 
 
 def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
@@ -407,9 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         command = args.command
-        if command == "diff":
-            return _diff(args)
-        return _compile(args) if args.command == "compile" else _check(args)
+        handlers = {"compile": _compile, "explain": _explain, "diff": _diff}
+        return handlers.get(args.command, _check)(args)
     except _UsageError as exc:
         print(escape(str(exc)), file=sys.stderr)  # file names may hold control characters
         return EXIT_USAGE

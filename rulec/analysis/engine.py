@@ -280,7 +280,8 @@ class Engine:
         out = []
         for i in alive:
             entry = self.entries[i]
-            if entry.group in ended:
+            # A policy is never cut: a return (or a goto that returns) still reaches it.
+            if entry.group in ended and entry.rule is not None:
                 continue
             out.append(i)
             # Which hooks reach the chain does not matter: whatever path a packet of the

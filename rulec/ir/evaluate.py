@@ -78,6 +78,7 @@ class Step:
     index: int | None  # None: the chain's policy or its end
     action: str
     span: Span | None = field(default=None, compare=False)
+    hook: ir.Hook | None = field(default=None, compare=False)  # the hook whose chain ran it
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Outcome:
     delivered_locally: bool
     trace: tuple[Step, ...] = field(default=(), compare=False)
     rules_evaluated: int = field(default=0, compare=False)
+    hooks: tuple[ir.Hook, ...] = field(default=(), compare=False)  # traversed, in order
 
 
 # Table order within a hook is the base-chain priority: raw -300, mangle -150, nat (dnat)
@@ -115,8 +117,10 @@ class _Run:
     packet: Packet
     trace: list[Step] = field(default_factory=list)
     evaluated: int = 0
+    hooks: list[ir.Hook] = field(default_factory=list)
 
     def hook(self, hook: ir.Hook) -> _Result:
+        self.hooks.append(hook)
         for kind in _HOOK_TABLES[hook]:
             # NAT chains only see the first packet of a connection.
             if kind is ir.TableKind.NAT and self.packet.ct_state is not CtState.NEW:
@@ -137,7 +141,8 @@ class _Run:
         if result is not _Result.CONTINUE:
             return result
         policy = chain.policy or ir.Policy.ACCEPT
-        self.trace.append(Step(table.kind.value, chain.name, None, f"policy {policy.value}"))
+        self.trace.append(Step(table.kind.value, chain.name, None, f"policy {policy.value}",
+                               hook=self.hooks[-1]))
         return _Result.ACCEPT if policy is ir.Policy.ACCEPT else _Result.DROP
 
     def chain(self, table: ir.Table, chain: ir.Chain) -> _Result:
@@ -156,7 +161,7 @@ class _Run:
                         continue
                     action = hit
                 step = Step(table.kind.value, current.name, index,
-                            type(action).__name__.lower(), rule.span)
+                            type(action).__name__.lower(), rule.span, self.hooks[-1])
                 self.trace.append(step)  # statements (log, counter) change nothing visible
                 if isinstance(action, ir.Goto):
                     next_chain = table.chain(action.target)
@@ -297,13 +302,11 @@ def evaluate(ruleset: ir.Ruleset, packet: Packet, host: Host = Host()) -> Outcom
         packet = replace(packet, ct_orig_dport=packet.dport)
     run = _Run(ruleset, host, packet)
     if packet.path is Path.INCOMING:
-        hooks = [ir.Hook.PREROUTING]
         result = run.hook(ir.Hook.PREROUTING)
         local = (run.packet.family, run.packet.daddr) in host.local
         if result is _Result.ACCEPT:
             after = (ir.Hook.INPUT,) if local else (ir.Hook.FORWARD, ir.Hook.POSTROUTING)
             for hook in after:
-                hooks.append(hook)
                 result = run.hook(hook)
                 if result is not _Result.ACCEPT:
                     break
@@ -317,4 +320,4 @@ def evaluate(ruleset: ir.Ruleset, packet: Packet, host: Host = Host()) -> Outcom
     verdict = {_Result.ACCEPT: Verdict.ACCEPT, _Result.DROP: Verdict.DROP,
                _Result.REJECT: Verdict.REJECT}[result]
     return Outcome(verdict, run.packet, local and verdict is Verdict.ACCEPT, tuple(run.trace),
-                   run.evaluated)
+                   run.evaluated, tuple(run.hooks))
