@@ -57,6 +57,7 @@ from rulec.ir.values import (
     AddrTypeKind,
     CtState,
     Family,
+    Mark,
 )
 
 # Actions after which a chain goes on no further for the packet.
@@ -268,18 +269,21 @@ class Engine:
     def _truncate(self, alive: list[int], depth: int) -> list[int]:
         """Drop the rules after one that decides every packet of the class in its chain."""
         done = set(self.order[:depth + 1])
-        ended: set[tuple[int, int, str]] = set()
+        # Chain -> whether its policy is still met: a return, or a goto whose chain returns,
+        # leaves a base chain's later rules but goes on to its policy.
+        ended: dict[tuple[int, int, str], bool] = {}
         out = []
         for i in alive:
             entry = self.entries[i]
-            if entry.group in ended:
+            if entry.group in ended and not (entry.rule is None and ended[entry.group]):
                 continue
             out.append(i)
             # Which hooks reach the chain does not matter: whatever path a packet of the
             # class comes by, in this chain it meets this rule before the later ones.
-            if entry.ends_chain and all(f in done and f not in entry.rewritten
-                                        for f in entry.needs):
-                ended.add(entry.group)
+            if (entry.group not in ended and entry.ends_chain
+                    and all(f in done and f not in entry.rewritten for f in entry.needs)):
+                ended[entry.group] = entry.rule is not None and isinstance(
+                    entry.rule.action, ir.Return | ir.Goto)
         return out
 
     def _same(self, alive: list[int]) -> bool:
@@ -565,7 +569,8 @@ def _reachable_hooks(ruleset: ir.Ruleset, family: Family
 def _splitters(sides: list[_Side], ctx: Context, family: Family,
                types: tuple[bool, bool]) -> dict[F, list[Intervals]]:
     """Cut points no test makes but outcomes depend on: which protocols have ports, the
-    address kinds, rewrite targets, the host's made-up interface addresses, MSS clamps."""
+    address kinds, rewrite targets, the host's made-up interface addresses, MSS clamps and
+    mark sets."""
     out: dict[F, list[Intervals]] = {F.PROTO: ctx.proto_splitters()}
     low, high = _MULTICAST[family]
     kinds = [((low, high),), *([points((_BROADCAST,))] if family is Family.IP else [])]
@@ -575,6 +580,7 @@ def _splitters(sides: list[_Side], ctx: Context, family: Family,
     dport: list[Intervals] = []
     sport: list[Intervals] = []
     mss: list[Intervals] = []
+    marks: list[Intervals] = []
     for side in sides:
         for table in side.tables:
             for chain in table.chains:
@@ -601,8 +607,12 @@ def _splitters(sides: list[_Side], ctx: Context, family: Family,
                                     sport.append(points((ports[0],)))
                             case ir.SetMss(mss=value):
                                 mss.append(((0, value),))
+                            case ir.SetMark(value=value, mask=mask) if ctx.marks:
+                                # The marks the set keeps as they are, apart from those
+                                # it changes, as a test of the same bits would.
+                                marks.append(ctx.marks.test(Mark(value & mask, mask)))
     out.update({F.SADDR: saddr, F.DADDR: daddr})
-    for fld, found in ((F.DPORT, dport), (F.SPORT, sport), (F.MSS, mss)):
+    for fld, found in ((F.DPORT, dport), (F.SPORT, sport), (F.MSS, mss), (F.MARK, marks)):
         if found:
             out[fld] = found
     return out
