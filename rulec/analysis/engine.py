@@ -153,6 +153,19 @@ class Engine:
     src_types: bool = False
     nodes: int = 0
     leaves: int = 0
+    # By entry: the depth from which its tests all hold on the classes it is alive in, if it
+    # ends its chain (None: never known to decide; a rewritten field's test never does).
+    decides_at: list[int | None] = field(default_factory=list)
+    # By (side, table, chain name): the chain with no rules, what a leaf's pruned ruleset
+    # holds for a chain none of whose rules is alive.
+    empty_chains: dict[tuple[int, int, str], ir.Chain] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        depth = {f: d for d, f in enumerate(self.order)}
+        self.decides_at = [
+            max((depth[f] for f in e.needs), default=-1)
+            if e.ends_chain and not e.needs & e.rewritten else None
+            for e in self.entries]
 
     @classmethod
     def build(cls, rulesets: Sequence[ir.Ruleset], family: Family) -> Engine:
@@ -268,7 +281,7 @@ class Engine:
 
     def _truncate(self, alive: list[int], depth: int) -> list[int]:
         """Drop the rules after one that decides every packet of the class in its chain."""
-        done = set(self.order[:depth + 1])
+        decides_at = self.decides_at
         # Chain -> whether its policy is still met: a return, or a goto whose chain returns,
         # leaves a base chain's later rules but goes on to its policy.
         ended: dict[tuple[int, int, str], bool] = {}
@@ -280,8 +293,8 @@ class Engine:
             out.append(i)
             # Which hooks reach the chain does not matter: whatever path a packet of the
             # class comes by, in this chain it meets this rule before the later ones.
-            if (entry.group not in ended and entry.ends_chain
-                    and all(f in done and f not in entry.rewritten for f in entry.needs)):
+            at = decides_at[i]
+            if at is not None and at <= depth and entry.group not in ended:
                 ended[entry.group] = entry.rule is not None and isinstance(
                     entry.rule.action, ir.Return | ir.Goto)
         return out
@@ -357,11 +370,17 @@ class Engine:
         packet, host = found
         outcomes = []
         for s, side in enumerate(self.sides):
-            pruned = self._pruned(side, [i for i in alive if self.entries[i].side == s])
+            pruned = self._pruned(s, side, [i for i in alive if self.entries[i].side == s])
             outcomes.append(evaluate(pruned, packet, host))
         return Leaf(tuple(cell), packet, host, tuple(outcomes))
 
-    def _pruned(self, side: _Side, alive: list[int]) -> ir.Ruleset:
+    def _empty(self, side: int, table: int, chain: ir.Chain) -> ir.Chain:
+        found = self.empty_chains.get((side, table, chain.name))
+        if found is None:
+            found = self.empty_chains[(side, table, chain.name)] = replace(chain, rules=())
+        return found
+
+    def _pruned(self, s: int, side: _Side, alive: list[int]) -> ir.Ruleset:
         by_chain: dict[tuple[int, str], list[ir.Rule]] = defaultdict(list)
         for i in alive:
             entry = self.entries[i]
@@ -371,10 +390,18 @@ class Engine:
         for t, table in enumerate(side.tables):
             if table.family not in (self.family, Family.INET):
                 continue
-            wanted = {name for (u, name) in by_chain if u == t}
-            for rules in [by_chain[(t, name)] for name in wanted]:
-                wanted.update(n for r in rules for n in ir.targets(r.action))
-            chains = tuple(replace(c, rules=tuple(by_chain.get((t, c.name), ())))
+            # The base chains and the chains their alive rules jump or go to: the evaluator
+            # enters no other (a chain alive rules of no reached chain call is left out).
+            wanted = {c.name for c in table.chains if c.is_base}
+            todo = list(wanted)
+            while todo:
+                for rule in by_chain.get((t, todo.pop()), ()):
+                    for name in ir.targets(rule.action):
+                        if name not in wanted:
+                            wanted.add(name)
+                            todo.append(name)
+            chains = tuple(replace(c, rules=tuple(by_chain[(t, c.name)]))
+                           if (t, c.name) in by_chain else self._empty(s, t, c)
                            for c in table.chains if c.is_base or c.name in wanted)
             tables.append(replace(table, chains=chains))
         return replace(side.ruleset, tables=tuple(tables))
