@@ -71,6 +71,10 @@ _HOOKS_TO_HOST = frozenset({ir.Hook.PREROUTING, ir.Hook.INPUT})
 _HOOKS_THROUGH = frozenset({ir.Hook.PREROUTING, ir.Hook.FORWARD, ir.Hook.POSTROUTING})
 _BEFORE_DNAT = {(ir.TableKind.RAW, ir.Hook.PREROUTING), (ir.TableKind.MANGLE, ir.Hook.PREROUTING),
                 (ir.TableKind.RAW, ir.Hook.OUTPUT), (ir.TableKind.MANGLE, ir.Hook.OUTPUT)}
+# A test of 'this host's address' by the values it lets through (both: no test).
+_LOCAL_TESTS: dict[frozenset[int], Intervals | None] = {
+    frozenset(): (), frozenset({0}): ((0, 0),), frozenset({1}): ((1, 1),),
+    frozenset({0, 1}): None}
 _MULTICAST = {Family.IP: (0xE0000000, 0xEFFFFFFF), Family.IP6: (0xFF << 120, (1 << 128) - 1)}
 _BROADCAST = 0xFFFFFFFF
 _LOOPBACK = {Family.IP: 0x7F000001, Family.IP6: 1}
@@ -367,9 +371,7 @@ class Engine:
             values = {v for v in values
                       if ((AddrTypeKind.LOCAL if v else other) is wanted.kind)
                       != wanted.negated}
-        if values == {0, 1}:
-            return None
-        return points(values)
+        return _LOCAL_TESTS[frozenset(values)]
 
     # ------------------------------------------------------------------ leaves
 
