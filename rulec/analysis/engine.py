@@ -23,6 +23,7 @@ there. So a one-rule change costs about what the rules that overlap the change c
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,7 @@ from rulec.ir.values import (
     AddrTypeKind,
     CtState,
     Family,
+    Mark,
 )
 
 # Actions after which a chain goes on no further for the packet.
@@ -70,6 +72,10 @@ _HOOKS_TO_HOST = frozenset({ir.Hook.PREROUTING, ir.Hook.INPUT})
 _HOOKS_THROUGH = frozenset({ir.Hook.PREROUTING, ir.Hook.FORWARD, ir.Hook.POSTROUTING})
 _BEFORE_DNAT = {(ir.TableKind.RAW, ir.Hook.PREROUTING), (ir.TableKind.MANGLE, ir.Hook.PREROUTING),
                 (ir.TableKind.RAW, ir.Hook.OUTPUT), (ir.TableKind.MANGLE, ir.Hook.OUTPUT)}
+# A test of 'this host's address' by the values it lets through (both: no test).
+_LOCAL_TESTS: dict[frozenset[int], Intervals | None] = {
+    frozenset(): (), frozenset({0}): ((0, 0),), frozenset({1}): ((1, 1),),
+    frozenset({0, 1}): None}
 _MULTICAST = {Family.IP: (0xE0000000, 0xEFFFFFFF), Family.IP6: (0xFF << 120, (1 << 128) - 1)}
 _BROADCAST = 0xFFFFFFFF
 _LOOPBACK = {Family.IP: 0x7F000001, Family.IP6: 1}
@@ -154,6 +160,20 @@ class Engine:
     nodes: int = 0
     leaves: int = 0
     budget: int = 20_000_000  # nodes: about an hour's walk; beyond it the engine gives up
+    # By entry: the depth from which its tests all hold on the classes it is alive in, if it
+    # ends its chain (None: never known to decide; a rewritten field's test never does).
+    decides_at: list[int | None] = field(default_factory=list)
+    # By (side, table, chain name): the chain with no rules, what a leaf's pruned ruleset
+    # holds for a chain none of whose rules is alive.
+    empty_chains: dict[tuple[int, int, str], ir.Chain] = field(default_factory=dict)
+    rank: list[int] = field(default_factory=list)  # by entry: its place in the walk's order
+
+    def __post_init__(self) -> None:
+        depth = {f: d for d, f in enumerate(self.order)}
+        self.decides_at = [
+            max((depth[f] for f in e.needs), default=-1)
+            if e.ends_chain and not e.needs & e.rewritten else None
+            for e in self.entries]
 
     @classmethod
     def build(cls, rulesets: Sequence[ir.Ruleset], family: Family) -> Engine:
@@ -230,6 +250,9 @@ class Engine:
     def leaves_of(self) -> Iterator[Leaf]:
         """Every class (for comparing: every class whose sides may differ) with outcomes."""
         alive = [i for side in self.sides for i in side.entries]
+        self.rank = [0] * len(self.entries)
+        for r, i in enumerate(alive):
+            self.rank[i] = r
         cell: list[Intervals | None] = [None] * len(F)
         yield from self._walk(0, self._truncate(alive, -1), cell)
 
@@ -267,28 +290,35 @@ class Engine:
             yield from self._walk(depth + 1, alive, cell)
             return
         killable = {i for i, _ in testers if fld not in self.entries[i].rewritten}
+        # What no piece kills, once; each piece adds the killable rules whose test holds
+        # (scanning every alive rule per piece made a 10k-rule walk quadratic).
+        survivors = [i for i in alive if i not in killable]
+        rank = self.rank.__getitem__
         for signature, values in _classes(domain, testers, splits):
             cell[fld] = values
-            kept = [i for i in alive if i not in killable or i in signature]
+            held = sorted((i for i in signature if i in killable), key=rank)
+            kept = list(heapq.merge(survivors, held, key=rank)) if held else survivors
             yield from self._walk(depth + 1, self._truncate(kept, depth), cell)
         cell[fld] = None
 
     def _truncate(self, alive: list[int], depth: int) -> list[int]:
         """Drop the rules after one that decides every packet of the class in its chain."""
-        done = set(self.order[:depth + 1])
-        ended: set[tuple[int, int, str]] = set()
+        decides_at = self.decides_at
+        # Chain -> whether its policy is still met: a return, or a goto whose chain returns,
+        # leaves a base chain's later rules but goes on to its policy.
+        ended: dict[tuple[int, int, str], bool] = {}
         out = []
         for i in alive:
             entry = self.entries[i]
-            # A policy is never cut: a return (or a goto that returns) still reaches it.
-            if entry.group in ended and entry.rule is not None:
+            if entry.group in ended and not (entry.rule is None and ended[entry.group]):
                 continue
             out.append(i)
             # Which hooks reach the chain does not matter: whatever path a packet of the
             # class comes by, in this chain it meets this rule before the later ones.
-            if entry.ends_chain and all(f in done and f not in entry.rewritten
-                                        for f in entry.needs):
-                ended.add(entry.group)
+            at = decides_at[i]
+            if at is not None and at <= depth and entry.group not in ended:
+                ended[entry.group] = entry.rule is not None and isinstance(
+                    entry.rule.action, ir.Return | ir.Goto)
         return out
 
     def _same(self, alive: list[int]) -> bool:
@@ -350,9 +380,7 @@ class Engine:
             values = {v for v in values
                       if ((AddrTypeKind.LOCAL if v else other) is wanted.kind)
                       != wanted.negated}
-        if values == {0, 1}:
-            return None
-        return points(values)
+        return _LOCAL_TESTS[frozenset(values)]
 
     # ------------------------------------------------------------------ leaves
 
@@ -363,11 +391,17 @@ class Engine:
         packet, host = found
         outcomes = []
         for s, side in enumerate(self.sides):
-            pruned = self._pruned(side, [i for i in alive if self.entries[i].side == s])
+            pruned = self._pruned(s, side, [i for i in alive if self.entries[i].side == s])
             outcomes.append(evaluate(pruned, packet, host))
         return Leaf(tuple(cell), packet, host, tuple(outcomes))
 
-    def _pruned(self, side: _Side, alive: list[int]) -> ir.Ruleset:
+    def _empty(self, side: int, table: int, chain: ir.Chain) -> ir.Chain:
+        found = self.empty_chains.get((side, table, chain.name))
+        if found is None:
+            found = self.empty_chains[(side, table, chain.name)] = replace(chain, rules=())
+        return found
+
+    def _pruned(self, s: int, side: _Side, alive: list[int]) -> ir.Ruleset:
         by_chain: dict[tuple[int, str], list[ir.Rule]] = defaultdict(list)
         for i in alive:
             entry = self.entries[i]
@@ -377,10 +411,18 @@ class Engine:
         for t, table in enumerate(side.tables):
             if table.family not in (self.family, Family.INET):
                 continue
-            wanted = {name for (u, name) in by_chain if u == t}
-            for rules in [by_chain[(t, name)] for name in wanted]:
-                wanted.update(n for r in rules for n in ir.targets(r.action))
-            chains = tuple(replace(c, rules=tuple(by_chain.get((t, c.name), ())))
+            # The base chains and the chains their alive rules jump or go to: the evaluator
+            # enters no other (a chain alive rules of no reached chain call is left out).
+            wanted = {c.name for c in table.chains if c.is_base}
+            todo = list(wanted)
+            while todo:
+                for rule in by_chain.get((t, todo.pop()), ()):
+                    for name in ir.targets(rule.action):
+                        if name not in wanted:
+                            wanted.add(name)
+                            todo.append(name)
+            chains = tuple(replace(c, rules=tuple(by_chain[(t, c.name)]))
+                           if (t, c.name) in by_chain else self._empty(s, t, c)
                            for c in table.chains if c.is_base or c.name in wanted)
             tables.append(replace(table, chains=chains))
         return replace(side.ruleset, tables=tuple(tables))
@@ -576,7 +618,8 @@ def _reachable_hooks(ruleset: ir.Ruleset, family: Family
 def _splitters(sides: list[_Side], ctx: Context, family: Family,
                types: tuple[bool, bool]) -> dict[F, list[Intervals]]:
     """Cut points no test makes but outcomes depend on: which protocols have ports, the
-    address kinds, rewrite targets, the host's made-up interface addresses, MSS clamps."""
+    address kinds, rewrite targets, the host's made-up interface addresses, MSS clamps and
+    mark sets."""
     out: dict[F, list[Intervals]] = {F.PROTO: ctx.proto_splitters()}
     low, high = _MULTICAST[family]
     kinds = [((low, high),), *([points((_BROADCAST,))] if family is Family.IP else [])]
@@ -586,6 +629,7 @@ def _splitters(sides: list[_Side], ctx: Context, family: Family,
     dport: list[Intervals] = []
     sport: list[Intervals] = []
     mss: list[Intervals] = []
+    marks: list[Intervals] = []
     for side in sides:
         for table in side.tables:
             for chain in table.chains:
@@ -612,8 +656,12 @@ def _splitters(sides: list[_Side], ctx: Context, family: Family,
                                     sport.append(points((ports[0],)))
                             case ir.SetMss(mss=value):
                                 mss.append(((0, value),))
+                            case ir.SetMark(value=value, mask=mask) if ctx.marks:
+                                # The marks the set keeps as they are, apart from those
+                                # it changes, as a test of the same bits would.
+                                marks.append(ctx.marks.test(Mark(value & mask, mask)))
     out.update({F.SADDR: saddr, F.DADDR: daddr})
-    for fld, found in ((F.DPORT, dport), (F.SPORT, sport), (F.MSS, mss)):
+    for fld, found in ((F.DPORT, dport), (F.SPORT, sport), (F.MSS, mss), (F.MARK, marks)):
         if found:
             out[fld] = found
     return out
