@@ -354,8 +354,14 @@ def _check(args: argparse.Namespace) -> int:
     results = {target: _compile_for(args, target, both_families=target in ("iptables",
                                                                            "ip6tables"))
                for target in targets}
-    # Each target's compile finds mostly the same things: say each once.
-    _print_warnings(list({render(w): w for r in results.values() for w in r.warnings}.values()))
+    # Each target's compile finds mostly the same things: say each once. Then what the
+    # engine finds in the policy as written (never-matching rules, allow/deny conflicts).
+    from rulec.analysis.findings import findings
+
+    written = _read_side(_Side(args.files, args.inventory, args.docker_state),
+                         args.docker_layout)
+    found = [*(w for r in results.values() for w in r.warnings), *findings(written)]
+    _print_warnings(list({render(w): w for w in found}.values()))
     if not args.kernel:
         print(f"ok: {', '.join(named)} ({', '.join(targets)})")
         return EXIT_OK

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -141,6 +141,8 @@ class _Side:
     snat: bool
     marks: bool
     entries: list[int] = field(default_factory=list)
+    # (table index, chain name) -> the hooks whose base chains reach the chain
+    reach: dict[tuple[int, str], frozenset[ir.Hook]] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,12 +170,26 @@ class Engine:
     empty_chains: dict[tuple[int, int, str], ir.Chain] = field(default_factory=dict)
     rank: list[int] = field(default_factory=list)  # by entry: its place in the walk's order
 
+    by_field: dict[F, dict[int, Intervals]] = field(default_factory=dict)  # f -> entry -> test
+    # By depth: the entries that come to decide there (what a truncation there looks for).
+    deciders: dict[int, frozenset[int]] = field(default_factory=dict)
+    # (entry, field, routing, address kind) -> its derived test (path, routing, address type)
+    derived: dict[tuple[int, F, bool, AddrTypeKind | None], Intervals | None] = field(
+        default_factory=dict)
+
     def __post_init__(self) -> None:
         depth = {f: d for d, f in enumerate(self.order)}
         self.decides_at = [
             max((depth[f] for f in e.needs), default=-1)
             if e.ends_chain and not e.needs & e.rewritten else None
             for e in self.entries]
+        by_depth: dict[int, set[int]] = defaultdict(set)
+        for i, at in enumerate(self.decides_at):
+            if at is not None:
+                by_depth[at].add(i)
+        self.deciders = {d: frozenset(v) for d, v in by_depth.items()}
+        self.by_field = {f: {i: e.tests[f] for i, e in enumerate(self.entries) if f in e.tests}
+                         for f in F}
 
     @classmethod
     def build(cls, rulesets: Sequence[ir.Ruleset], family: Family) -> Engine:
@@ -207,7 +223,7 @@ class Engine:
                          dnat=any(isinstance(a, _REWRITES_DESTINATION) for a in actions),
                          snat=any(isinstance(a, _REWRITES_SOURCE) for a in actions),
                          marks=any(isinstance(a, ir.SetMark) for a in actions))
-            reach = _reachable_hooks(ruleset, family)
+            reach = side.reach = _reachable_hooks(ruleset, family)
             for t, table, chain, position, rule in rows:
                 found = tests(rule.match, ctx)
                 if found is None:
@@ -280,10 +296,14 @@ class Engine:
             yield from self._walk(depth + 1, alive, cell)
             return
         testers: list[tuple[int, Intervals]] = []
-        for i in alive:
-            test = self._test(i, fld, cell)
-            if test is not None:
-                testers.append((i, test))
+        if fld is F.PATH or fld is F.DADDR_LOCAL or fld is F.SADDR_LOCAL:
+            for i in alive:
+                test = self._test(i, fld, cell)
+                if test is not None:
+                    testers.append((i, test))
+        else:
+            of_field = self.by_field[fld]
+            testers = [(i, t) for i in alive if (t := of_field.get(i)) is not None]
         splits = self.splitters.get(fld, ())
         if not testers and not splits:
             cell[fld] = domain
@@ -303,6 +323,10 @@ class Engine:
 
     def _truncate(self, alive: list[int], depth: int) -> list[int]:
         """Drop the rules after one that decides every packet of the class in its chain."""
+        # Rules that came to decide at an earlier depth had their followers dropped then,
+        # and `alive` is a part of what that truncation kept: only new deciders matter.
+        if self.deciders.get(depth, frozenset()).isdisjoint(alive):
+            return alive
         decides_at = self.decides_at
         # Chain -> whether its policy is still met: a return, or a goto whose chain returns,
         # leaves a base chain's later rules but goes on to its policy.
@@ -332,6 +356,19 @@ class Engine:
             keys[entry.side].append(entry.key)
         return keys[0] == keys[1]
 
+    def reach(self, table: int, side: int = 0) -> dict[str, frozenset[ir.Hook]]:
+        """Chain name -> the hooks that reach it, for one table of a side."""
+        return {name: hooks for (t, name), hooks in self.sides[side].reach.items()
+                if t == table}
+
+    def tests_of(self, rule: ir.Rule) -> dict[F, Intervals] | None:
+        """A rule's tests on the engine's lines (None: it matches no packet of the family)."""
+        return tests(rule.match, self.ctx)
+
+    def domain(self, fld: F, cell: list[Intervals | None]) -> Intervals | None:
+        """The values a field takes given the protocol and path already in `cell`."""
+        return self._domain(fld, cell)
+
     def _domain(self, fld: F, cell: list[Intervals | None]) -> Intervals | None:
         if fld is F.PROTO or fld is F.PATH:
             return ((0, self.ctx.top(fld)),)
@@ -351,15 +388,24 @@ class Engine:
 
     def _test(self, i: int, fld: F, cell: list[Intervals | None]) -> Intervals | None:
         entry = self.entries[i]
-        if fld is F.PATH:
-            return _path_test(entry.hooks)
+        if fld is not F.PATH and fld is not F.DADDR_LOCAL and fld is not F.SADDR_LOCAL:
+            return entry.tests.get(fld)
+        # Derived tests depend on the rule, whether routing applies and the address's kind:
+        # worked out once per combination (a k8s walk asked 2M times).
         match = entry.rule.match if entry.rule is not None else ir.ANY
-        if fld is F.DADDR_LOCAL:
-            return self._local_test(entry, cell, match.dst_type, F.DADDR,
-                                    routing=cell[F.PATH] == ((PATH_INCOMING, PATH_INCOMING),))
-        if fld is F.SADDR_LOCAL:
-            return self._local_test(entry, cell, match.src_type, F.SADDR, routing=False)
-        return entry.tests.get(fld)
+        routing = fld is F.DADDR_LOCAL and cell[F.PATH] == ((PATH_INCOMING, PATH_INCOMING),)
+        wanted = match.dst_type if fld is F.DADDR_LOCAL else match.src_type
+        address = F.DADDR if fld is F.DADDR_LOCAL else F.SADDR
+        values = cell[address] if wanted is not None and fld is not F.PATH else None
+        kind = _kind(self.family, values[0][0]) if values else None
+        key = (i, fld, routing, kind)
+        if key not in self.derived:
+            if fld is F.PATH:
+                self.derived[key] = _path_test(entry.hooks)
+            else:
+                self.derived[key] = self._local_test(entry, cell, wanted, address,
+                                                     routing=routing)
+        return self.derived[key]
 
     def _local_test(self, entry: _Entry, cell: list[Intervals | None],
                     wanted: object, address: F, *, routing: bool) -> Intervals | None:
@@ -440,6 +486,16 @@ class Engine:
         names = self.ctx.names
         iif = names.names[_pick(cell[F.IIF], ()) or 0]
         to_host = _pick(cell[F.DADDR_LOCAL], (1,)) == 1
+        from_host = _pick(cell[F.SADDR_LOCAL], ()) == 1
+        if saddr == daddr and to_host != from_host:
+            # One address cannot be this host's and not: take another of either class.
+            other = _other(cell[F.SADDR], saddr)
+            if other is not None:
+                saddr = other
+            elif (other := _other(cell[F.DADDR], daddr)) is not None:
+                daddr = other
+            else:
+                return None
         # A packet for this host has no output interface; any other has one if it can.
         oifs = cell[F.OIF]
         assert oifs is not None
@@ -467,8 +523,7 @@ class Engine:
             mark=self.ctx.marks.value(mark) if self.ctx.marks and mark is not None else 0,
             mss=None if mss in (None, ABSENT) else mss,
             under_limit=under != 0)
-        return packet, self.host_for(packet, to_host=to_host,
-                                     from_host=_pick(cell[F.SADDR_LOCAL], ()) == 1)
+        return packet, self.host_for(packet, to_host=to_host, from_host=from_host)
 
     def values_of(self, packet: Packet, *, to_host: bool, from_host: bool = False
                   ) -> tuple[int | None, ...]:
@@ -568,6 +623,15 @@ def _pick(values: Intervals | None, preferred: Sequence[int | None] | Iterator[i
         if value is not None and contains(values, value):
             return value
     return values[0][0]
+
+
+def _other(values: Intervals | None, taken: int) -> int | None:
+    """A value of the class other than `taken`, if it has one."""
+    for low, high in values or ():
+        for value in (low, high):
+            if value != taken:
+                return value
+    return None
 
 
 def _address(values: Intervals | None, nice: int) -> int:
@@ -671,13 +735,19 @@ def _order(entries: list[_Entry], ctx: Context) -> list[F]:
     """Protocol and path first (later fields' lines depend on them), then the fields with
     the fewest distinct tests: each split then keeps most rules together, and a walk that
     compares two rulesets parts the unchanged rules from the changed ones early. Routing and
-    address types follow their address."""
+    address types follow their address. The order changes how fast, never what, the walk
+    finds: any order partitions the same space."""
     distinct: dict[F, set[Intervals]] = defaultdict(set)
     for entry in entries:
         for fld, test in entry.tests.items():
             distinct[fld].add(test)
+    # Comparing: the fields the rules of one side only test come first. Their pieces where
+    # those rules fail have the same rules alive on both sides, and the walk stops there.
+    counts: Counter[tuple[int, int]] = Counter((e.side, e.key) for e in entries)
+    changed = {fld for e in entries if counts[(e.side, e.key)] != counts[(1 - e.side, e.key)]
+               for fld in e.tests} if any(e.side for e in entries) else set()
     rest = [f for f in F if f not in (F.PROTO, F.PATH, F.DADDR_LOCAL, F.SADDR_LOCAL)]
-    rest.sort(key=lambda f: (len(distinct.get(f, ())), f.value))
+    rest.sort(key=lambda f: (f not in changed, len(distinct.get(f, ())), f.value))
     order = [F.PROTO, F.PATH]
     for fld in rest:
         order.append(fld)

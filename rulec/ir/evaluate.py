@@ -290,6 +290,11 @@ def _loopback(p: Packet) -> int:
     return 0x7F000001 if p.family is Family.IP else 1
 
 
+def matches(match: ir.Match, packet: Packet, host: Host = Host()) -> bool:
+    """Whether one rule's match holds for a packet (on a host, for address types)."""
+    return _Run(ir.Ruleset(), host, packet).matches(match)
+
+
 def evaluate(ruleset: ir.Ruleset, packet: Packet, host: Host = Host()) -> Outcome:
     """Walk the hooks `packet` traverses and return what happens to it.
 

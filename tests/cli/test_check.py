@@ -80,3 +80,13 @@ def test_a_file_name_in_a_usage_error_is_escaped(run: Run, tmp_path: Path) -> No
     code, _, err = run("check", "evil\n\u202egnp.rules", cwd=tmp_path)
     assert (code, err) == (cli.EXIT_USAGE,
                            "rulec: error: no such file: evil\\n\\u202egnp.rules\n")
+
+
+def test_check_reports_the_engines_findings(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "p.rules").write_text(
+        "table ip filter {\n  chain INPUT policy drop {\n    drop from 10.0.0.0/8 tcp dport "
+        "20-30\n    accept from 10.1.0.0/16 tcp dport 22-80\n  }\n}\n", encoding="utf-8")
+    code, out, err = run("check", "p.rules", cwd=tmp_path)
+    assert code == cli.EXIT_OK and out.startswith("ok: p.rules")
+    assert "p.rules:4:5: warning[W0902]" in err
+    assert "note: e.g. tcp 10.1.0.1:40000 -> 192.0.2.1:22 in eth0 ct new" in err
