@@ -743,9 +743,13 @@ def _order(entries: list[_Entry], ctx: Context) -> list[F]:
             distinct[fld].add(test)
     # Comparing: the fields the rules of one side only test come first. Their pieces where
     # those rules fail have the same rules alive on both sides, and the walk stops there.
+    # Only for a change of a few rules: when most rules differ (unrelated policies, a
+    # relabelling that rewrites many sets), the cheap splits on few distinct tests (the
+    # conntrack state) cut more (unrelated 10k-rule policies: 6x the nodes otherwise).
     counts: Counter[tuple[int, int]] = Counter((e.side, e.key) for e in entries)
-    changed = {fld for e in entries if counts[(e.side, e.key)] != counts[(1 - e.side, e.key)]
-               for fld in e.tests} if any(e.side for e in entries) else set()
+    differing = [e for e in entries if counts[(e.side, e.key)] != counts[(1 - e.side, e.key)]]
+    few = any(e.side for e in entries) and len(differing) <= max(50, len(entries) // 20)
+    changed = {fld for e in differing for fld in e.tests} if few else set()
     rest = [f for f in F if f not in (F.PROTO, F.PATH, F.DADDR_LOCAL, F.SADDR_LOCAL)]
     rest.sort(key=lambda f: (f not in changed, len(distinct.get(f, ())), f.value))
     order = [F.PROTO, F.PATH]
