@@ -10,10 +10,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rulec.analysis.engine import Engine, Leaf
-from rulec.analysis.space import FIELDS, Context, F, Intervals, merge
+from rulec.analysis.space import FIELDS, Context, F
 from rulec.diagnostics import Span
 from rulec.ir import nodes as ir
 from rulec.ir.evaluate import Host, Outcome, Packet, Step, Verdict, evaluate
+from rulec.ir.intervals import Intervals, merge
 from rulec.ir.values import Family
 
 # The fields a rewrite may change, as Packet names them.

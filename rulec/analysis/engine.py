@@ -38,19 +38,16 @@ from rulec.analysis.space import (
     AnalysisError,
     Context,
     F,
-    Intervals,
     Marks,
     Names,
-    contains,
     flags_of,
     interfaces,
     mark_masks,
-    merge,
-    points,
     tests,
 )
 from rulec.ir import nodes as ir
 from rulec.ir.evaluate import Host, Outcome, Packet, Path, evaluate
+from rulec.ir.intervals import Intervals, contains, merge, points
 from rulec.ir.values import (
     PORT_PROTOCOLS,
     TCP,

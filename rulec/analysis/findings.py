@@ -22,10 +22,11 @@ from dataclasses import replace
 
 from rulec.analysis.engine import Engine
 from rulec.analysis.render import packet_text
-from rulec.analysis.space import AnalysisError, F, Intervals, intersect
+from rulec.analysis.space import AnalysisError, F
 from rulec.diagnostics import Diagnostic, warning
 from rulec.ir import nodes as ir
 from rulec.ir.evaluate import Packet, matches
+from rulec.ir.intervals import Intervals, intersect
 from rulec.ir.values import AddrTypeKind, Family, Prefix
 
 # Chains with more verdict rules than this are not searched for conflicts (pairs grow as the

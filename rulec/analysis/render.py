@@ -17,13 +17,12 @@ from rulec.analysis.space import (
     PATH_LOCAL,
     TCP_FLAGS,
     F,
-    Intervals,
     Names,
-    complement,
     flags_of,
 )
 from rulec.diagnostics import Span, escape
 from rulec.ir.evaluate import Packet
+from rulec.ir.intervals import Intervals, complement
 from rulec.ir.values import MAX_PORT, PROTOCOL_NAMES, Family, Prefix, TcpFlags, prefixes_of
 
 SCHEMA_VERSION = 1

@@ -16,6 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rulec.ir import nodes as ir
+from rulec.ir.intervals import (
+    Intervals,
+    complement,
+    intersect,
+    merge,
+    points,
+)
 from rulec.ir.values import (
     ICMP,
     ICMPV6,
@@ -32,8 +39,6 @@ from rulec.ir.values import (
     TcpFlags,
 )
 
-Interval = tuple[int, int]
-Intervals = tuple[Interval, ...]
 ABSENT = -1
 # At most 2**16 classes of marks (what the rules' tests and sets tell apart).
 MAX_MARK_BITS = 16
@@ -69,52 +74,6 @@ FIELDS = tuple(F)
 CT_STATES = tuple(CtState)
 TCP_FLAGS = tuple(TcpFlag)
 PATH_INCOMING, PATH_LOCAL = 0, 1
-
-
-def merge(intervals: Iterable[Interval]) -> Intervals:
-    """Sorted, with overlapping and adjacent intervals joined."""
-    out: list[Interval] = []
-    for low, high in sorted(intervals):
-        if out and low <= out[-1][1] + 1:
-            if high > out[-1][1]:
-                out[-1] = (out[-1][0], high)
-        else:
-            out.append((low, high))
-    return tuple(out)
-
-
-def complement(intervals: Intervals, low: int, high: int) -> Intervals:
-    out: list[Interval] = []
-    start = low
-    for a, b in intervals:
-        if a > start:
-            out.append((start, a - 1))
-        start = max(start, b + 1)
-    if start <= high:
-        out.append((start, high))
-    return tuple(out)
-
-
-def intersect(a: Intervals, b: Intervals) -> Intervals:
-    out: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        low, high = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if low <= high:
-            out.append((low, high))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return tuple(out)
-
-
-def contains(intervals: Intervals, value: int) -> bool:
-    return any(low <= value <= high for low, high in intervals)
-
-
-def points(values: Iterable[int]) -> Intervals:
-    return merge((v, v) for v in values)
 
 
 class Names:

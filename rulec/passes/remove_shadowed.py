@@ -25,6 +25,7 @@ from itertools import compress
 from operator import itemgetter
 
 from rulec.diagnostics import Diagnostic, warning
+from rulec.ir.intervals import Intervals, complement, intersect, merge, within
 from rulec.ir.nodes import (
     NON_TERMINAL,
     Chain,
@@ -66,63 +67,7 @@ _FEW = 16
 _SHOWN = 4
 
 # --------------------------------------------------------------------------------------------
-# Interval sets: sorted, disjoint, non-adjacent tuples of inclusive (low, high) pairs.
-
-Intervals = tuple[tuple[int, int], ...]
-
-
-def _merge(items: Iterable[tuple[int, int]]) -> Intervals:
-    out: list[tuple[int, int]] = []
-    for low, high in sorted(items):
-        if out and low <= out[-1][1] + 1:
-            if high > out[-1][1]:
-                out[-1] = (out[-1][0], high)
-        else:
-            out.append((low, high))
-    return tuple(out)
-
-
-def _complement(value: Intervals, low: int, high: int) -> Intervals:
-    out: list[tuple[int, int]] = []
-    start = low
-    for a, b in value:
-        if a > start:
-            out.append((start, a - 1))
-        start = b + 1
-    if start <= high:
-        out.append((start, high))
-    return tuple(out)
-
-
-def _intersect(x: Intervals, y: Intervals) -> Intervals:
-    if len(x) == 1 and len(y) == 1:
-        low, high = max(x[0][0], y[0][0]), min(x[0][1], y[0][1])
-        return ((low, high),) if low <= high else ()
-    out: list[tuple[int, int]] = []
-    i = j = 0
-    while i < len(x) and j < len(y):
-        low, high = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
-        if low <= high:
-            out.append((low, high))
-        if x[i][1] < y[j][1]:
-            i += 1
-        else:
-            j += 1
-    return tuple(out)
-
-
-def _within(x: Intervals, y: Intervals) -> bool:
-    """x is a subset of y."""
-    if len(y) == 1:
-        return y[0][0] <= x[0][0] and x[-1][1] <= y[0][1]
-    j = 0
-    for low, high in x:
-        while j < len(y) and y[j][1] < low:
-            j += 1
-        if j == len(y) or y[j][0] > low or y[j][1] < high:
-            return False
-    return True
-
+# Interval sets (rulec.ir.intervals) for each field.
 
 def _size(value: Intervals) -> int:
     return sum(b - a + 1 for a, b in value)
@@ -179,12 +124,12 @@ def _interface(value: Interface) -> Intervals:
     # Every name starting with `body` lies between body+"\0..." and body+"\xff...".
     high = low + 257 ** (_IFNAME_BYTES - len(body.encode())) - 1 if value.is_wildcard else low
     inside = ((low, high),)
-    return _complement(inside, -1, _IFNAME_TOP) if value.negated else inside
+    return complement(inside, -1, _IFNAME_TOP) if value.negated else inside
 
 
 def _ports(value: PortSet) -> Intervals:
-    inside = _merge(value.ranges)
-    return _complement(inside, 0, MAX_PORT) if value.negated else inside
+    inside = merge(value.ranges)
+    return complement(inside, 0, MAX_PORT) if value.negated else inside
 
 
 def _addresses(value: AddressSet, family: Family) -> Intervals:
@@ -202,18 +147,18 @@ def _addresses(value: AddressSet, family: Family) -> Intervals:
         else:
             out.append((low, high))
     inside = tuple(out)
-    return _complement(inside, 0, (1 << bits) - 1) if value.negated else inside
+    return complement(inside, 0, (1 << bits) - 1) if value.negated else inside
 
 
 def _kinds(value: AddrType) -> Intervals:
     index = _KIND_ORDER.index(value.kind)
     inside = ((index, index),)
-    return _complement(inside, 0, len(_KIND_ORDER) - 1) if value.negated else inside
+    return complement(inside, 0, len(_KIND_ORDER) - 1) if value.negated else inside
 
 
 @functools.cache
 def _flags(value: TcpFlags) -> Intervals:
-    return _merge((n, n) for n in range(256) if value.matches(
+    return merge((n, n) for n in range(256) if value.matches(
         frozenset(f for i, f in enumerate(_FLAG_ORDER) if n >> i & 1)))
 
 
@@ -222,10 +167,10 @@ def _mark(value: Mark) -> Intervals:
     if low_bits & (low_bits + 1):  # the mask is not "high bits only": not one interval
         raise _Inexact
     inside = ((value.value, value.value | low_bits),)
-    return _complement(inside, 0, MAX_MARK) if value.negated else inside
+    return complement(inside, 0, MAX_MARK) if value.negated else inside
 
 
-_PORT_PROTOS = _merge((p, p) for p in PORT_PROTOCOLS)
+_PORT_PROTOS = merge((p, p) for p in PORT_PROTOCOLS)
 
 
 def _box(m: Match, family: Family, exact: list[bool]) -> Box | None:
@@ -238,12 +183,12 @@ def _box(m: Match, family: Family, exact: list[bool]) -> Box | None:
     dims: list[Intervals | None] = [None] * _DIMS
     if m.proto is not None:
         point = ((m.proto.number, m.proto.number),)
-        dims[PROTO] = _complement(point, 0, 255) if m.proto.negated else point
+        dims[PROTO] = complement(point, 0, 255) if m.proto.negated else point
     if m.tcp_flags is not None:  # the evaluator tests flags of TCP packets only
-        dims[PROTO] = _intersect(dims[PROTO] or ((0, 255),), ((TCP, TCP),))
+        dims[PROTO] = intersect(dims[PROTO] or ((0, 255),), ((TCP, TCP),))
         dims[FLAGS] = _flags(m.tcp_flags)
     if m.sport is not None or m.dport is not None:  # only port protocols carry ports
-        dims[PROTO] = _intersect(dims[PROTO] or ((0, 255),), _PORT_PROTOS)
+        dims[PROTO] = intersect(dims[PROTO] or ((0, 255),), _PORT_PROTOS)
     if m.saddr is not None:
         dims[SADDR] = _addresses(m.saddr, family)
     if m.daddr is not None:
@@ -261,15 +206,15 @@ def _box(m: Match, family: Family, exact: list[bool]) -> Box | None:
             except _Inexact:
                 exact[0] = False
     if m.ct_state is not None:
-        inside = _merge((i, i) for i, s in enumerate(_CT_ORDER) if s in m.ct_state.states)
-        dims[CT] = _complement(inside, 0, len(_CT_ORDER) - 1) if m.ct_state.negated else inside
+        inside = merge((i, i) for i, s in enumerate(_CT_ORDER) if s in m.ct_state.states)
+        dims[CT] = complement(inside, 0, len(_CT_ORDER) - 1) if m.ct_state.negated else inside
     if m.src_type is not None:
         dims[STYPE] = _kinds(m.src_type)
     if m.dst_type is not None:
         dims[DTYPE] = _kinds(m.dst_type)
     if m.icmp_type is not None:
-        inside = _merge((t, t) for t in m.icmp_type.types)
-        dims[ICMP] = _complement(inside, 0, 255) if m.icmp_type.negated else inside
+        inside = merge((t, t) for t in m.icmp_type.types)
+        dims[ICMP] = complement(inside, 0, 255) if m.icmp_type.negated else inside
     if m.mark is not None:
         try:
             dims[MARK] = _mark(m.mark)
@@ -365,7 +310,7 @@ def _overlaps(piece: Box, cover: _Cover) -> bool:
 def _contains(cover: _Cover, piece: Box) -> bool:
     for d, other in cover.tests:
         value = piece[d]
-        if value is None or not _within(value, other):
+        if value is None or not within(value, other):
             return False
     return True
 
@@ -382,7 +327,7 @@ def _pieces(piece: Box, cover: _Cover, domains: tuple[tuple[int, int], ...]) -> 
         if outside:
             current[d] = outside
             out.append(tuple(current))
-        current[d] = _intersect(value, inside)
+        current[d] = intersect(value, inside)
     return out
 
 
