@@ -48,6 +48,7 @@ class Packet:
     mark: int = 0
     mss: int | None = None
     under_limit: bool = True  # whether every rate limit still has tokens for this packet
+    holds: frozenset[str] = frozenset()  # the unmodelled conditions (ir.Unknown) that hold
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +267,9 @@ class _Run:
             if not m.icmp_type.contains(p.icmp_type):
                 return False
         if m.mark is not None and ((p.mark & m.mark.mask) == m.mark.value) == m.mark.negated:
+            return False
+        if m.unknown is not None and not (m.unknown.holds <= p.holds
+                                          and m.unknown.fails.isdisjoint(p.holds)):
             return False
         return m.limit is None or p.under_limit
 

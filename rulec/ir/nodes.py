@@ -60,6 +60,20 @@ class Policy(enum.Enum):
     DROP = "drop"
 
 
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """Tests rulec does not model, read from a dump only in opaque mode (analysis, never
+    output): each is named by its text, and the rule matches only where every `holds` one
+    holds and no `fails` one does. A packet says which hold (`Packet.holds`); the analysis
+    tries each both ways, so no answer relies on what they do."""
+
+    holds: frozenset[str] = frozenset()
+    fails: frozenset[str] = frozenset()
+
+    def __str__(self) -> str:
+        return " ".join([*sorted(self.holds), *(f"! {t}" for t in sorted(self.fails))])
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Match:
     """A conjunction of header tests; None means the field is not constrained."""
@@ -80,6 +94,7 @@ class Match:
     icmp_type: IcmpType | None = None
     mark: Mark | None = None
     limit: Limit | None = None
+    unknown: Unknown | None = None  # only from an opaque import: analysis, never printed
 
     def present(self) -> Iterator[tuple[str, object]]:
         """(field name, value) for every constrained field, in declaration order."""

@@ -106,8 +106,20 @@ def verify(ruleset: Ruleset, limits: TargetLimits | None = None) -> tuple[Diagno
         _verify_table(table, out)
         if limits is not None:
             _verify_limits(table, limits, out)
+            _verify_modelled(table, out)
     out.raise_if_errors()
     return out.warnings
+
+
+def _verify_modelled(table: Table, out: Collector) -> None:
+    """An opaque import's unmodelled tests are for analysis only: no target prints them."""
+    for chain in table.chains:
+        for rule in chain.rules:
+            if rule.match.unknown is not None:
+                out.error("E0411", f"this rule tests what rulec does not model "
+                          f"({rule.match.unknown}); it can be analysed, not compiled",
+                          rule.span, "it was imported with --opaque; write the test in a "
+                          "form rulec models, or leave the rule out")
 
 
 def verify_texts(ruleset: Ruleset, limits: TargetLimits) -> None:
