@@ -107,6 +107,9 @@ class Change:
     # Only under or only over a rate limit: the change depends on state the engine models
     # as a free choice.
     limited: bool = False
+    # The unmodelled conditions (opaque imports) the change needs to hold and to fail: the
+    # answer relies on what rulec cannot see. Empty when it holds either way.
+    assumes: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
     @property
     def kind(self) -> str:
@@ -135,6 +138,11 @@ class Diff:
     @property
     def equivalent(self) -> bool:
         return not self.changes
+
+    @property
+    def unmodelled(self) -> tuple[str, ...]:
+        """The conditions rulec does not model that the engine tried both ways."""
+        return tuple(sorted({c for ctx in self.contexts.values() for c in ctx.conditions}))
 
 
 def diff(old: ir.Ruleset, new: ir.Ruleset) -> Diff:
@@ -178,7 +186,24 @@ def _change(engine: Engine, old: ir.Ruleset, new: ir.Ruleset, was: Effect, now: 
     limits = {v for leaf in leaves for v in _values(leaf.cell[F.LIMIT])}
     to_host = bool(first.host.local & {(first.packet.family, first.packet.daddr)})
     return Change(was, now, tuple(Box(engine.family, c) for c in cells), first.packet,
-                  first.host, to_host, limited=len(limits) == 1)
+                  first.host, to_host, limited=len(limits) == 1,
+                  assumes=_assumes(engine.ctx, leaves))
+
+
+def _assumes(ctx: Context, leaves: list[Leaf]) -> tuple[frozenset[str], frozenset[str]]:
+    """The conditions every packet of the change has holding, and those failing."""
+    if not ctx.conditions or any(leaf.cell[F.UNKNOWN] is None for leaf in leaves):
+        return frozenset(), frozenset()  # not split on: holds whatever they do
+    seen = {v for leaf in leaves for v in _values(leaf.cell[F.UNKNOWN])}
+    if not seen:
+        return frozenset(), frozenset()
+    all_bits = (1 << len(ctx.conditions)) - 1
+    ones = all_bits
+    zeros = all_bits
+    for v in seen:
+        ones &= v
+        zeros &= ~v
+    return ctx.holding(ones), ctx.holding(zeros)
 
 
 def _values(values: Intervals | None) -> Iterable[int]:

@@ -44,6 +44,7 @@ from rulec.analysis.space import (
     interfaces,
     mark_masks,
     tests,
+    unknown_conditions,
 )
 from rulec.ir import nodes as ir
 from rulec.ir.evaluate import Host, Outcome, Packet, Path, evaluate
@@ -210,7 +211,8 @@ class Engine:
         ctx = Context(family, names, Marks(masks) if masks else None,
                       any(r.match.limit is not None for r in all_rules),
                       any(isinstance(r.action, ir.SetMss) for r in all_rules),
-                      any(r.match.ct_orig_dport is not None for r in all_rules))
+                      any(r.match.ct_orig_dport is not None for r in all_rules),
+                      unknown_conditions(all_rules))
         keys: dict[object, int] = {}
         entries: list[_Entry] = []
         sides = []
@@ -505,6 +507,7 @@ class Engine:
         icmp = _pick(cell[F.ICMP_TYPE], (8 if family is Family.IP else 128, 0))
         mark = _pick(cell[F.MARK], ())
         under = _pick(cell[F.LIMIT], (1,))
+        holding = _pick(cell[F.UNKNOWN], (0,))
         mss = _pick(cell[F.MSS], (1460,))
         orig = _pick(cell[F.CT_ORIG_DPORT], (dport,) if dport not in (None, ABSENT) else ())
         packet = Packet(
@@ -519,7 +522,8 @@ class Engine:
             icmp_type=None if icmp in (None, ABSENT) else icmp,
             mark=self.ctx.marks.value(mark) if self.ctx.marks and mark is not None else 0,
             mss=None if mss in (None, ABSENT) else mss,
-            under_limit=under != 0)
+            under_limit=under != 0,
+            holds=self.ctx.holding(holding) if holding is not None else frozenset())
         return packet, self.host_for(packet, to_host=to_host, from_host=from_host)
 
     def values_of(self, packet: Packet, *, to_host: bool, from_host: bool = False
@@ -539,6 +543,7 @@ class Engine:
             F.ICMP_TYPE: ABSENT if packet.icmp_type is None else packet.icmp_type,
             F.MARK: ctx.marks.assignment(packet.mark) if ctx.marks else 0,
             F.LIMIT: int(packet.under_limit),
+            F.UNKNOWN: ctx.condition_bits(packet.holds),
             F.MSS: ABSENT if packet.mss is None else packet.mss,
             F.PATH: PATH_LOCAL if packet.path is Path.LOCAL else PATH_INCOMING,
             # Only split where something tells them apart (routing, address types).

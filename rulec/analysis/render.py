@@ -224,7 +224,8 @@ def _rule_text(span: Span | None) -> str:
 def text(result: Diff, label: Callable[[str], str] = str) -> str:
     """For a terminal: one paragraph per change."""
     if result.equivalent:
-        return f"equivalent: no packet's fate differs ({_families(result)})\n"
+        note = f"{unmodelled_text(result)}\n" if result.unmodelled else ""
+        return f"equivalent: no packet's fate differs ({_families(result)})\n" + note
     lines = [f"{len(result.changes)} change{'s' if len(result.changes) != 1 else ''} "
              f"({_families(result)}):"]
     for change in result.changes:
@@ -246,7 +247,28 @@ def text(result: Diff, label: Callable[[str], str] = str) -> str:
             lines.append("  (depends on a rate limit: only packets "
                          + ("within" if change.boxes[0].get(F.LIMIT) == ((1, 1),) else "over")
                          + " it)")
+        if assumed := assumption_text(change):
+            lines.append(f"  (only {assumed})")
+    if result.unmodelled:
+        lines.append(unmodelled_text(result))
     return "\n".join(lines) + "\n"
+
+
+def assumption_text(change: Change) -> str | None:
+    """Which unmodelled conditions a change needs, in words; None if it needs none."""
+    holds, fails = change.assumes
+    if not holds and not fails:
+        return None
+    words = [f"where `{c}` holds" for c in sorted(holds)]
+    words += [f"where `{c}` does not hold" for c in sorted(fails)]
+    return " and ".join(words) + ", which rulec does not model"
+
+
+def unmodelled_text(result: Diff) -> str:
+    names = result.unmodelled
+    return (f"note: {len(names)} condition{'s' if len(names) != 1 else ''} rulec does not "
+            "model (--opaque) tried both ways, so no answer relies on them: "
+            + "; ".join(f"`{n}`" for n in names))
 
 
 def _names(result: Diff, family: Family) -> Names | None:
@@ -266,7 +288,8 @@ def _families(result: Diff) -> str:
 def markdown(result: Diff, label: Callable[[str], str] = str) -> str:
     """For a pull-request comment: a summary line, then one table per kind of change."""
     if result.equivalent:
-        return "**rulec diff: equivalent** — no packet's fate changes.\n"
+        note = f"\n{_md(unmodelled_text(result))}\n" if result.unmodelled else ""
+        return "**rulec diff: equivalent** — no packet's fate changes.\n" + note
     by_kind: dict[str, list[Change]] = {}
     for change in result.changes:
         by_kind.setdefault(change.kind, []).append(change)
@@ -280,11 +303,15 @@ def markdown(result: Diff, label: Callable[[str], str] = str) -> str:
             traffic = "<br>".join(_md(describer.words(b)) for b in change.boxes[:_MAX_BOXES])
             if len(change.boxes) > _MAX_BOXES:
                 traffic += f"<br>(+{len(change.boxes) - _MAX_BOXES} more)"
+            if assumed := assumption_text(change):
+                traffic += f"<br>(only {_md(assumed)})"
             family = change.witness.family
             out.append(f"| {traffic} | {_md(label(effect_text(change.new, family)))} | "
                        f"{_md(label(effect_text(change.old, family)))} | "
                        f"`{_md(packet_text(change.witness, change.to_host))}` |")
         out.append("")
+    if result.unmodelled:
+        out += [_md(unmodelled_text(result)), ""]
     return "\n".join(out)
 
 
@@ -302,6 +329,7 @@ def document(result: Diff, label: Callable[[str], str] = str) -> dict[str, Any]:
         "schema": SCHEMA_VERSION,
         "equivalent": result.equivalent,
         "families": [f.value for f in result.families],
+        "unmodelled": list(result.unmodelled),
         "differences": [_change_json(c, _names(result, c.witness.family), label)
                         for c in result.changes],
         "interfaces": {f.value: _interface_legend(c.names) for f, c in result.contexts.items()
@@ -321,6 +349,7 @@ def _change_json(change: Change, names: Names | None, label: Callable[[str], str
         "new": _effect_json(change.new, family, label),
         "space": [_box_json(b, names) for b in change.boxes],
         "depends_on_rate_limit": change.limited,
+        "assumes": {"holds": sorted(change.assumes[0]), "fails": sorted(change.assumes[1])},
     }
 
 
@@ -333,7 +362,7 @@ def witness_json(packet: Packet, to_host: bool) -> dict[str, Any]:
         "iif": packet.iif, "oif": packet.oif, "ct_state": packet.ct_state.value,
         "to_host": to_host, "icmp_type": packet.icmp_type, "mark": packet.mark,
         "tcp_flags": sorted(f.value for f in packet.tcp_flags), "mss": packet.mss,
-        "under_limit": packet.under_limit,
+        "under_limit": packet.under_limit, "holds": sorted(packet.holds),
     }
 
 
@@ -378,7 +407,7 @@ def _box_json(box: Box, names: Names | None) -> dict[str, Any]:
             case F.TCP_FLAGS:
                 out[key] = [None] if values == ((ABSENT, ABSENT),) else [
                     TcpFlags.text(flags_of(b)) for b in _each(values)]
-            case F.MARK | F.LIMIT:
+            case F.MARK | F.LIMIT | F.UNKNOWN:
                 out[key] = _ranges(values)
             case F.PATH:
                 out[key] = [("incoming", "local")[i] for i in _each(values)]

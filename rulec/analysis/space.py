@@ -42,6 +42,8 @@ from rulec.ir.values import (
 ABSENT = -1
 # At most 2**16 classes of marks (what the rules' tests and sets tell apart).
 MAX_MARK_BITS = 16
+# Each unmodelled condition is tried both ways: at most 2**12 combinations.
+MAX_CONDITIONS = 12
 
 
 class AnalysisError(Exception):
@@ -68,6 +70,7 @@ class F(enum.IntEnum):
     PATH = 14  # 0 incoming, 1 generated here
     DADDR_LOCAL = 15  # 1: the destination is one of this host's addresses (routing: INPUT)
     SADDR_LOCAL = 16
+    UNKNOWN = 17  # which unmodelled conditions (ir.Unknown) hold: one bit each
 
 
 FIELDS = tuple(F)
@@ -250,6 +253,20 @@ class Context:
     limits: bool  # some rule has a rate limit
     mss: bool  # some rule sets the MSS
     orig_dport: bool  # some rule tests the conntrack original port
+    conditions: tuple[str, ...] = ()  # the unmodelled conditions some rule tests, bit i each
+
+    def holding(self, bits: int) -> frozenset[str]:
+        """The conditions a value of F.UNKNOWN says hold."""
+        return frozenset(c for i, c in enumerate(self.conditions) if bits >> i & 1)
+
+    def condition_bits(self, holds: frozenset[str]) -> int:
+        return sum(1 << i for i, c in enumerate(self.conditions) if c in holds)
+
+    def unknown_test(self, unknown: ir.Unknown) -> Intervals:
+        need = self.condition_bits(unknown.holds)
+        refuse = self.condition_bits(unknown.fails)
+        return points(v for v in range(1 << len(self.conditions))
+                      if v & need == need and not v & refuse)
 
     @property
     def icmp(self) -> int:
@@ -273,6 +290,8 @@ class Context:
                 return self.marks.top if self.marks else 0
             case F.LIMIT | F.PATH | F.DADDR_LOCAL | F.SADDR_LOCAL:
                 return 1
+            case F.UNKNOWN:
+                return (1 << len(self.conditions)) - 1
 
     def domain(self, field: F, proto: Intervals) -> Intervals | None:
         """The values the field takes in a class of protocols (uniform in having ports, being
@@ -295,6 +314,8 @@ class Context:
                 return ((0, self.top(field)),) if self.marks else None
             case F.LIMIT:
                 return ((0, 1),) if self.limits else None
+            case F.UNKNOWN:
+                return ((0, self.top(field)),) if self.conditions else None
             case F.MSS:  # ABSENT: the packet carries no MSS option
                 return ((ABSENT, MAX_PORT),) if self.mss and proto[0][0] == TCP else None
             case _:
@@ -339,6 +360,8 @@ def tests(match: ir.Match, ctx: Context) -> dict[F, Intervals] | None:
         out[F.MARK] = ctx.marks.test(match.mark)
     if match.limit is not None:
         out[F.LIMIT] = ((1, 1),)
+    if match.unknown is not None:
+        out[F.UNKNOWN] = ctx.unknown_test(match.unknown)
     if any(not v for v in out.values()):
         return None
     return out
@@ -346,6 +369,17 @@ def tests(match: ir.Match, ctx: Context) -> dict[F, Intervals] | None:
 
 def interfaces(matches: Iterable[ir.Match]) -> list[Interface]:
     return [i for m in matches for i in (m.iifname, m.oifname) if i is not None]
+
+
+def unknown_conditions(rules: Iterable[ir.Rule]) -> tuple[str, ...]:
+    """Every unmodelled condition the rules test, sorted; AnalysisError past MAX_CONDITIONS."""
+    found = sorted({c for r in rules if r.match.unknown is not None
+                    for c in r.match.unknown.holds | r.match.unknown.fails})
+    if len(found) > MAX_CONDITIONS:
+        raise AnalysisError(f"the rules test {len(found)} conditions rulec does not model; "
+                            f"the engine tries each both ways and takes at most "
+                            f"{MAX_CONDITIONS}")
+    return tuple(found)
 
 
 def mark_masks(rules: Iterable[ir.Rule]) -> list[tuple[int, int]]:
