@@ -145,14 +145,15 @@ class Diff:
         return tuple(sorted({c for ctx in self.contexts.values() for c in ctx.conditions}))
 
 
-def diff(old: ir.Ruleset, new: ir.Ruleset) -> Diff:
-    """Every packet whose fate differs between `old` and `new`, grouped."""
+def diff(old: ir.Ruleset, new: ir.Ruleset,
+         families: Sequence[Family] = (Family.IP, Family.IP6)) -> Diff:
+    """Every packet of `families` whose fate differs between `old` and `new`, grouped."""
     start = time.perf_counter()
     changes: list[Change] = []
     nodes = classes = 0
-    families = []
+    analysed = []
     contexts = {}
-    for family in (Family.IP, Family.IP6):
+    for family in families:
         engine = Engine.build([old, new], family)
         engine.compare = True
         groups: dict[tuple[Effect, Effect], list[Leaf]] = defaultdict(list)
@@ -166,11 +167,11 @@ def diff(old: ir.Ruleset, new: ir.Ruleset) -> Diff:
         classes += engine.leaves
         contexts[family] = engine.ctx
         if any(e.rule is not None for e in engine.entries):
-            families.append(family)
+            analysed.append(family)
         for (was, now), leaves in groups.items():
             changes.append(_change(engine, old, new, was, now, leaves))
     changes.sort(key=_order)
-    return Diff(tuple(changes), tuple(families), nodes, classes, time.perf_counter() - start,
+    return Diff(tuple(changes), tuple(analysed), nodes, classes, time.perf_counter() - start,
                 contexts)
 
 
