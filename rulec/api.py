@@ -30,7 +30,7 @@ from rulec.ir.nodes import (
 )
 from rulec.ir.values import Family
 from rulec.ir.verify import verify, verify_texts
-from rulec.passes import DEFAULT_PIPELINE, PassContext, PassStats, run_pipeline
+from rulec.passes import DEFAULT_PIPELINE, IMPORT_PIPELINE, PassContext, PassStats, run_pipeline
 
 if TYPE_CHECKING:
     from rulec.analysis.diff import Diff
@@ -124,16 +124,19 @@ _OTHER_FAMILY = {"iptables": "ip6tables", "ip6tables": "iptables"}
 
 def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
                     provenance: bool = False, passes: Sequence[str] | None = None,
-                    ipset: bool = False, both_families: bool = False) -> CompileResult:
+                    ipset: bool = False, both_families: bool = False,
+                    validate: bool = False) -> CompileResult:
     """Optimise (`passes`: None for the default pipeline, () for none), check the result
-    against the target's limits, then print it. `ipset` (iptables/ip6tables): address sets
-    become ipsets, in `artifact.ipsets`. iptables and ip6tables print one family each: with
-    `both_families` the other family's file comes in `other_family`, without it a policy
-    with rules for the other family gets warning W0401."""
+    against the target's limits, then print it. `validate`: read each artefact back and prove
+    it means what `ruleset` means (rulec.validation.ValidationError otherwise: a bug).
+    `ipset` (iptables/ip6tables): address sets become ipsets, in `artifact.ipsets`. iptables
+    and ip6tables print one family each: with `both_families` the other family's file comes
+    in `other_family`, without it a policy with rules for the other family gets W0401."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if both_families and target not in _OTHER_FAMILY:
         raise ValueError(f"both_families applies to iptables and ip6tables, not {target}")
+    written = ruleset
     if provenance:
         ruleset = with_provenance(ruleset)
     ctx = PassContext(named_sets=target in ("nft", "nft-json"))
@@ -149,6 +152,11 @@ def compile_ruleset(ruleset: Ruleset, target: str, *, noflush: bool = False,
             backend = get_backend(name)
             warnings.extend(verify(ruleset, backend.limits))
             artifacts.append(backend.emit(ruleset, options))
+    if validate:
+        from rulec.validation import validate as validated
+
+        for artifact in artifacts:
+            validated(written, artifact)
     if target in _OTHER_FAMILY and not both_families:
         warnings.extend(left_out_family(ruleset, target))
     return CompileResult(ruleset, artifacts[0], tuple(dict.fromkeys(warnings)), stats,
@@ -203,14 +211,14 @@ def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = F
                   provenance: bool = False, passes: Sequence[str] | None = None,
                   docker_layout: str | None = None,
                   docker_state: Sequence[str | Path] = (), ipset: bool = False,
-                  both_families: bool = False) -> CompileResult:
+                  both_families: bool = False, validate: bool = False) -> CompileResult:
     """The whole pipeline on policy files (and a Docker host's inspect JSON, if given)."""
     docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
     warnings: list[Diagnostic] = []  # the frontend's (e.g. W0701), before the passes'
     ruleset = parse_files(paths, docker=docker, warnings=warnings)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
                              passes=_docker_passes(ruleset, passes), ipset=ipset,
-                             both_families=both_families)
+                             both_families=both_families, validate=validate)
     return replace(result, warnings=(*warnings, *result.warnings))
 
 
@@ -234,11 +242,12 @@ def _parse_k8s(inventory: str | Path,
 def compile_k8s_files(inventory: str | Path, policies: Sequence[str | Path], target: str, *,
                       noflush: bool = False, provenance: bool = False,
                       passes: Sequence[str] | None = None, ipset: bool = False,
-                      both_families: bool = False) -> CompileResult:
+                      both_families: bool = False, validate: bool = False) -> CompileResult:
     """The whole pipeline on NetworkPolicy files and an inventory."""
     ruleset, warnings = _parse_k8s(inventory, policies)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                             passes=passes, ipset=ipset, both_families=both_families)
+                             passes=passes, ipset=ipset, both_families=both_families,
+                             validate=validate)
     return replace(result, warnings=(*warnings, *result.warnings))
 
 
@@ -250,6 +259,43 @@ def compile_text(text: str, target: str, *, name: str = "<string>", noflush: boo
     ruleset = parse_text(text, name, docker=docker)
     return emit(ruleset, target, noflush=noflush, passes=_docker_passes(ruleset, passes),
                 ipset=ipset)
+
+
+def read_dump(path: str | Path, fmt: str | None = None, *, family: str | None = None,
+              ipsets: str | Path | None = None, opaque: bool = False) -> Ruleset:
+    """A ruleset dump (iptables-save text, nft JSON or nft text; `fmt` None: told by its
+    content) as IR. `ipsets`: an `ipset save` file for the dump's `-m set` matches. `opaque`
+    keeps matches rulec does not model as unknown conditions (analysis only) instead of
+    refusing them. RulecError, positioned in the dump, for anything else it cannot read."""
+    from rulec.frontends import dumps
+
+    if fmt is not None and fmt not in dumps.FORMATS:
+        raise ValueError(f"unknown dump format {fmt!r}; choose one of {', '.join(dumps.FORMATS)}")
+    sets = dumps.read_ipsets(ipsets) if ipsets is not None else None
+    with paused_gc():
+        return dumps.read_dump(dumps.read_source(path), fmt,  # type: ignore[arg-type]
+                               family=Family(family) if family else None, opaque=opaque,
+                               ipsets=sets)
+
+
+def to_policy(ruleset: Ruleset) -> str:
+    """A ruleset (an imported dump) as a rulec policy that compiles back to the same
+    behaviour: optimised where that is proven safe (merged rules, defines for repeated sets,
+    comments kept), printed, parsed back and proven equivalent before it is returned
+    (rulec.validation.ValidationError if not: a bug)."""
+    from rulec.ir.printer import print_ruleset
+    from rulec.ir.verify import verify_modelled
+    from rulec.validation import ValidationError
+
+    verify_modelled(ruleset)
+    with paused_gc():
+        written = run_pipeline(ruleset, PassContext(named_sets=True), IMPORT_PIPELINE)[0]
+        text = print_ruleset(written)
+        back = parse_text(text, "<import output>")
+    proof = diff(ruleset, back)
+    if not proof.equivalent:
+        raise ValidationError("import", proof)
+    return text
 
 
 def diff(old: Ruleset, new: Ruleset) -> Diff:

@@ -10,7 +10,7 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rulec import api, output
@@ -18,6 +18,7 @@ from rulec.backends.stats import kernel_rule_counts
 from rulec.diagnostics import Diagnostic, RulecError, escape, render
 from rulec.ir.nodes import Ruleset
 from rulec.passes import DEFAULT_PIPELINE, PASSES
+from rulec.validation import ValidationError
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 EXIT_DIFFERENT = 1  # rulec diff: the policies differ
@@ -92,6 +93,10 @@ def _build_parser() -> argparse.ArgumentParser:
                              help="run only these passes, in this order (see --list-passes)")
     compile_cmd.add_argument("--list-passes", action="store_true",
                              help="print the passes of the default pipeline and exit")
+    compile_cmd.add_argument("--validate", action="store_true",
+                             help="read the output back and prove it does to every packet "
+                             "what the policy as written does (exit 3 with the witness packet "
+                             "if not: a bug in rulec; nothing is written)")
     compile_cmd.add_argument("--stats", action="store_true",
                              help="print, per pass, rules in -> out, and the kernel rules per "
                              "table (on standard error)")
@@ -122,7 +127,9 @@ def _build_parser() -> argparse.ArgumentParser:
                              help="with --from-pod/--to-pod: the destination port, e.g. 80/tcp")
     explain_cmd.add_argument("--format", choices=("text", "json"), default="text",
                              help="text (default) or json (schema in docs/explain.md)")
+    _add_dump_options(explain_cmd)
     _add_diff(commands)
+    _add_import(commands)
     return parser
 
 
@@ -161,6 +168,47 @@ def _add_diff(commands: argparse._SubParsersAction[_Parser]) -> None:
     diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text",
                           help="text (default), markdown (a pull-request comment) or json "
                           "(docs/diff.md has the schema)")
+    _add_dump_options(diff_cmd)
+    diff_cmd.add_argument("--opaque", action="store_true",
+                          help="keep a dump's matches rulec does not model as unknown "
+                          "conditions, tried both ways (every answer they touch says so), "
+                          "instead of refusing the dump")
+    diff_cmd.add_argument("--live", action="store_true",
+                          help="compare with what this host's kernel holds now (as root): "
+                          "`--live POLICY...` (live old, policy new) or `DUMP --live` (the "
+                          "dump old, live new)")
+    diff_cmd.add_argument("--target", choices=("auto", "iptables", "nft"), default="auto",
+                          help="with --live: read iptables-save or nft (default auto: nft when "
+                          "the kernel holds nft tables iptables-nft did not make)")
+    diff_cmd.add_argument("--noflush", action="store_true",
+                          help="with --live POLICY: the policy is loaded in coexist mode, so "
+                          "only the chains it declares are compared")
+
+
+def _add_dump_options(command: argparse.ArgumentParser) -> None:
+    from rulec.frontends.dumps import FORMATS
+
+    command.add_argument("--from", dest="from_", choices=FORMATS,
+                         help="the dump's format (default: told by its content)")
+    command.add_argument("--family", choices=("ip", "ip6"),
+                         help="an iptables-save dump's family (default: its header, else its "
+                         "addresses, else ip)")
+    command.add_argument("--ipset", metavar="SETS",
+                         help="`ipset save` output for an iptables dump's -m set matches")
+
+
+def _add_import(commands: argparse._SubParsersAction[_Parser]) -> None:
+    import_cmd = commands.add_parser(
+        "import", help="read a host's ruleset (iptables-save, nft JSON or text) and print it "
+        "as a rulec policy that compiles back to the same behaviour", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    import_cmd.add_argument("dump", metavar="DUMP",
+                            help="the dump file (- for standard input)")
+    _add_dump_options(import_cmd)
+    import_cmd.add_argument("--to", choices=("rules",), default="rules",
+                            help="what to print: a rulec policy (the DSL; the default)")
+    import_cmd.add_argument("-o", "--output", metavar="OUT",
+                            help="write here instead of standard output")
 
 
 _DIFF_EPILOG = """exit codes (as diff(1)):
@@ -204,6 +252,10 @@ def _explain(args: argparse.Namespace) -> int:
         warnings: list[Diagnostic] = []
         if args.inventory is not None:
             ruleset = api.parse_k8s_files(args.inventory, args.files)
+        elif not args.docker_state and _dump_side(args.files, args):
+            # A host's dump: its own rules, positioned in it (docs/import.md).
+            ruleset = api.read_dump(args.files[0], args.from_, family=args.family,
+                                    ipsets=args.ipset)
         else:
             docker = api.docker_options("iptables", layout=args.docker_layout,
                                         state=args.docker_state)
@@ -279,15 +331,15 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 def _compile_for(args: argparse.Namespace, target: str, *, passes: tuple[str, ...] | None = None,
                  noflush: bool = False, provenance: bool = False, ipset: bool = False,
-                 both_families: bool = False) -> api.CompileResult:
+                 both_families: bool = False, validate: bool = False) -> api.CompileResult:
     if args.inventory is not None:
         return api.compile_k8s_files(args.inventory, args.files, target, noflush=noflush,
                                      provenance=provenance, passes=passes, ipset=ipset,
-                                     both_families=both_families)
+                                     both_families=both_families, validate=validate)
     return api.compile_files(args.files, target, noflush=noflush, provenance=provenance,
                              passes=passes, docker_layout=args.docker_layout,
                              docker_state=args.docker_state, ipset=ipset,
-                             both_families=both_families)
+                             both_families=both_families, validate=validate)
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -312,7 +364,8 @@ def _compile(args: argparse.Namespace) -> int:
         raise _UsageError(f"rulec: error: {exc}") from exc
     result = _compile_for(args, args.target, passes=_selected_passes(args),
                           noflush=args.noflush, provenance=args.provenance,
-                          ipset=args.ipset is not None, both_families=both)
+                          ipset=args.ipset is not None, both_families=both,
+                          validate=args.validate)
     _print_warnings(result.warnings)
     if args.stats:
         _print_stats(result)
@@ -384,10 +437,39 @@ class _Side:
     files: list[str]
     inventory: str | None
     docker_state: list[str]
+    dump: bool = False  # files[0] is a ruleset dump (iptables-save, nft), not a policy
+    live: bool = False  # what this host's kernel holds now
+
+
+def _dump_side(files: list[str], args: argparse.Namespace) -> bool:
+    from rulec.frontends.dumps import is_dump
+
+    if len(files) != 1 or files[0].endswith(".rules"):
+        return False
+    return getattr(args, "from_", None) is not None or is_dump(files[0])
+
+
+def _live_sides(args: argparse.Namespace) -> tuple[_Side, _Side]:
+    if args.git or args.optimised or args.old is not None or args.new is not None:
+        raise _UsageError("rulec diff: error: --live excludes --git, --optimised and "
+                          "--old/--new")
+    if not args.files and args.inventory is None and not args.docker_state:
+        raise _UsageError("rulec diff: error: give the POLICY... (or a DUMP) to compare with "
+                          "the live kernel")
+    live = _Side([], None, [], live=True)
+    if _dump_side(args.files, args):
+        if args.noflush:
+            raise _UsageError("rulec diff: error: --noflush applies to --live POLICY...")
+        return _Side(list(args.files), None, [], dump=True), live
+    return live, _Side(list(args.files), args.inventory, list(args.docker_state))
 
 
 def _diff_sides(args: argparse.Namespace) -> tuple[_Side, _Side]:
     """Which files each side reads; every spelling's own rules are checked here."""
+    if args.live:
+        return _live_sides(args)
+    if args.noflush or args.target != "auto":
+        raise _UsageError("rulec diff: error: --noflush and --target apply to --live")
     both = args.docker_state
     old_state, new_state = [*both, *args.old_docker_state], [*both, *args.new_docker_state]
     kube = args.inventory is not None or args.old_inventory or args.new_inventory
@@ -421,15 +503,44 @@ def _diff_sides(args: argparse.Namespace) -> tuple[_Side, _Side]:
         old_files, new_files = [args.files[0]], [args.files[1]]
     old_inventory = args.old_inventory or args.inventory
     new_inventory = args.new_inventory or args.inventory
-    return (_Side(old_files, old_inventory, old_state),
-            _Side(new_files, new_inventory, new_state))
+    old_dump, new_dump = (_dump_side(f, args) and not modes for f in (old_files, new_files))
+    return (_Side(old_files, old_inventory, old_state, dump=old_dump),
+            _Side(new_files, new_inventory, new_state, dump=new_dump))
 
 
-def _read_side(side: _Side, layout: str | None) -> Ruleset:
+def _read_side(side: _Side, layout: str | None, args: argparse.Namespace | None = None
+               ) -> Ruleset:
+    if side.dump and args is not None:
+        return api.read_dump(side.files[0], args.from_, family=args.family, ipsets=args.ipset,
+                             opaque=args.opaque)
     if side.inventory is not None:
         return api.parse_k8s_files(side.inventory, side.files)
     docker = api.docker_options("iptables", layout=layout, state=side.docker_state)
     return api.parse_files(side.files, docker=docker)
+
+
+def _read_sides(old_side: _Side, new_side: _Side, args: argparse.Namespace
+                ) -> tuple[Ruleset, Ruleset]:
+    """Both sides as IR; a live side narrowed to what the other side owns."""
+    if not (old_side.live or new_side.live):
+        old = _read_side(old_side, args.docker_layout, args)
+        return old, old if args.optimised else _read_side(new_side, args.docker_layout, args)
+    from rulec.kernel.live import LiveError, detect_target, owned_by, read_live
+    from rulec.validation import entered, entrances
+
+    other = new_side if old_side.live else old_side
+    scope = _read_side(other, args.docker_layout, args)
+    try:
+        target = detect_target() if args.target == "auto" else args.target
+        live = read_live(target, opaque=args.opaque)
+    except LiveError as exc:
+        raise _UsageError(f"rulec diff: error: --live: {exc}") from exc
+    live = owned_by(live, scope, nft=target == "nft", noflush=args.noflush)
+    if args.noflush:
+        scope = replace(scope, entry_points=live.entry_points)
+    chains = entrances(scope)
+    live, scope = entered(live, chains), entered(scope, chains)
+    return (live, scope) if old_side.live else (scope, live)
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -438,7 +549,13 @@ def _diff(args: argparse.Namespace) -> int:
     from rulec.frontends.revision import RevisionError, at_revision
 
     old_side, new_side = _diff_sides(args)
+    dumped = old_side.dump or new_side.dump or old_side.live or new_side.live
+    if (args.from_ or args.family or args.ipset or args.opaque) and not dumped:
+        raise _UsageError("rulec diff: error: --from, --family, --ipset and --opaque "
+                              "apply to a ruleset dump (or --live)")
     for side in (old_side, new_side):
+        if args.ipset and side is old_side:
+            _missing_files([args.ipset])
         if args.git is None or side is new_side:
             _missing_files([*side.files, *([side.inventory] if side.inventory else []),
                             *side.docker_state])
@@ -452,8 +569,7 @@ def _diff(args: argparse.Namespace) -> int:
             old_side = _Side([str(f) for f in revision.files], old_side.inventory,
                              old_side.docker_state)
             label = revision.label
-        old = _read_side(old_side, args.docker_layout)
-        new = old if args.optimised else _read_side(new_side, args.docker_layout)
+        old, new = _read_sides(old_side, new_side, args)
         if args.optimised:
             new = api.optimised(old)
         try:
@@ -466,6 +582,24 @@ def _diff(args: argparse.Namespace) -> int:
     return EXIT_OK if result.equivalent else EXIT_DIFFERENT
 
 
+def _import(args: argparse.Namespace) -> int:
+    _missing_files([args.dump, *([args.ipset] if args.ipset else [])])
+    if args.output == "-":
+        args.output = None
+    if args.output is not None:
+        try:
+            output.plan([(args.output, "")], _files([args.dump]))
+        except output.OutputError as exc:
+            raise _UsageError(f"rulec: error: {exc}") from exc
+    ruleset = api.read_dump(args.dump, args.from_, family=args.family, ipsets=args.ipset)
+    text = api.to_policy(ruleset)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        _write_files([(args.output, text)], _files([args.dump]))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
@@ -473,8 +607,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         command = args.command
-        handlers = {"compile": _compile, "explain": _explain, "diff": _diff}
+        handlers = {"compile": _compile, "explain": _explain, "diff": _diff,
+                    "import": _import}
         return handlers.get(args.command, _check)(args)
+    except ValidationError as exc:
+        from rulec.analysis import render
+
+        print(f"rulec: internal error: {exc}; this is a bug in rulec, nothing was written. "
+              "What the policy does (old) and what the output does (new):", file=sys.stderr)
+        print(render.text(exc.diff), end="", file=sys.stderr)
+        return EXIT_BUG
     except _UsageError as exc:
         print(escape(str(exc)), file=sys.stderr)  # file names may hold control characters
         return EXIT_USAGE

@@ -3,6 +3,7 @@
 Error codes are stable and grouped by kind:
   E01xx syntax        E02xx names, includes, definitions
   E03xx semantics     E04xx unsupported by the chosen target
+  E05xx a ruleset dump read back (rulec import, diff)   E06xx Kubernetes   E07xx Docker
   E08xx a packet given to `rulec explain`
   W0xxx warnings
 """

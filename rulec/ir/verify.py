@@ -111,6 +111,14 @@ def verify(ruleset: Ruleset, limits: TargetLimits | None = None) -> tuple[Diagno
     return out.warnings
 
 
+def verify_modelled(ruleset: Ruleset) -> None:
+    """RulecError (E0411) for every rule an opaque import kept unmodelled tests in."""
+    out = Collector()
+    for table in ruleset.tables:
+        _verify_modelled(table, out)
+    out.raise_if_errors()
+
+
 def _verify_modelled(table: Table, out: Collector) -> None:
     """An opaque import's unmodelled tests are for analysis only: no target prints them."""
     for chain in table.chains:

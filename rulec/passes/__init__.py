@@ -110,6 +110,14 @@ def _change(name: str, before: Ruleset, after: Ruleset) -> str | None:
     return EQUAL if after == before else OTHER
 
 
+# What `rulec import` makes of a host's rules: only the merges (rules joined, sets named and
+# shared as defines), so the printed policy keeps every rule and chain the host had, in its
+# order, just fewer and shorter; removing dead or shadowed rules is left to `rulec check`.
+IMPORT_PIPELINE: tuple[str, ...] = (
+    "aggregate_addresses", "merge_multiport", "merge_icmp_types", "merge_addresses",
+    "synthesize_sets",
+)
+
 def run_pipeline(ruleset: Ruleset, ctx: PassContext,
                  names: Sequence[str] = DEFAULT_PIPELINE) -> tuple[Ruleset, tuple[PassStats, ...]]:
     """Run the named passes in order, and the whole list again until a round changes nothing,

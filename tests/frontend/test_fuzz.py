@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -120,9 +121,12 @@ _INSERTS = st.sampled_from((" ", "\n", "{", "}", ";", ",", "!=", "/", ":", "$x",
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> str:
-    """A seed text with a few random edits: deletions, insertions, duplications, swaps."""
-    text = draw(st.sampled_from(SEEDS))
+def mutated(draw: st.DrawFn, seeds: Sequence[str] | None = None,
+            inserts: st.SearchStrategy[str] | None = None) -> str:
+    """A seed text with a few random edits: deletions, insertions, duplications, swaps.
+    By default the seeds are policies and the insertions the language's words."""
+    text = draw(st.sampled_from(SEEDS if seeds is None else seeds))
+    inserted = _INSERTS if inserts is None else inserts
     tokens = re.findall(r"\S+|\s+", text) or [""]
     for _ in range(draw(st.integers(1, 4))):
         edit = draw(st.sampled_from(("delete", "insert", "duplicate", "swap", "char")))
@@ -131,7 +135,7 @@ def mutated(draw: st.DrawFn) -> str:
         if edit == "delete":
             del tokens[i:j]
         elif edit == "insert":
-            tokens.insert(i, draw(st.one_of(_INSERTS, st.text(max_size=4))))
+            tokens.insert(i, draw(st.one_of(inserted, st.text(max_size=4))))
         elif edit == "duplicate":
             tokens[i:i] = tokens[i:j]
         elif edit == "swap" and j > i:

@@ -1,7 +1,9 @@
 """Golden files: every case (and every example) compiled for every target matches its reviewed
 expected output byte for byte. Where a target must refuse a case, the expected file is
 `<case>.<target>.err` and holds the rendered diagnostics. A missing or different file writes
-`<name>.actual` and fails; `pytest --update-goldens` rewrites the expected files deliberately."""
+`<name>.actual` and fails; `pytest --update-goldens` rewrites the expected files deliberately.
+Every output is also translation-validated (rulec.validation): read back and diffed against
+the case as written."""
 
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ def test_golden(case: Path, target: str, request: pytest.FixtureRequest) -> None
     options = options_of(case)
     expected_path = case.with_suffix(TARGET_SUFFIX[target])
     try:
+        # Validated: the output, read back, is proven to mean what the case says.
         result = api.compile_files([case.relative_to(ROOT)], target,
-                                   noflush=options.noflush and target in ("iptables", "ip6tables"))
+                                   noflush=options.noflush and target in ("iptables", "ip6tables"),
+                                   validate=True)
         actual = result.artifact.text
     except RulecError as exc:
         expected_path = expected_path.with_name(expected_path.name + ".err")
