@@ -72,8 +72,8 @@ _BITMASK = {("ct", "state"), ("ct", "status"), ("tcp", "flags"), ("ct", "event")
 _VERDICTS = {"accept", "drop", "continue", "return", "queue"}
 # words that end a value: a selector followed by one of them lacks its value
 _NOT_VALUES = {".", ":", "/", "-", "accept", "drop", "jump", "goto", "return", "continue", "queue",
-               "counter", "log", "limit", "reject", "dnat", "snat", "masquerade",
-               "notrack", "comment", "vmap", "set"}  # not "redirect": an ICMP type too
+               "counter", "log", "limit", "reject",
+               "notrack", "comment", "vmap", "set"}  # not dnat, snat, redirect: ct status and ICMP values
 _OPS = {"==", "!=", "<", ">", "<=", ">="}
 _INT = re.compile(r"0x[0-9a-fA-F]+|[0-9]+")
 _ADDRISH = re.compile(r"[0-9a-fA-F:.]*[0-9:][0-9a-fA-F:.]*")
@@ -503,6 +503,8 @@ class _Parser:
             left = {"&": [left, mask]}
             right = value
             op = "==" if op == "implicit" else op
+        if right in ("missing", "exists"):
+            right = right == "exists"  # nft's boolean type (fib oif, header and option presence)
         if op == "implicit":
             pair = _selector_pair(left)
             if pair in _BITMASK and not (isinstance(right, dict) and "set" in right):

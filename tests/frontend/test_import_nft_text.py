@@ -91,6 +91,20 @@ def test_golden_and_its_listing_read_as_the_kernel_lists_them(
     assert normalise(parse(golden.read_text(), str(golden))) == want
 
 
+# Rulesets of other programs, written from their documented layouts (neither dockerd 29 nor
+# firewalld runs here): each file says where its shape comes from.
+OTHERS = sorted((Path(__file__).parent / "nft_text").glob("*.nft"))
+
+
+@pytest.mark.parametrize("path", OTHERS, ids=lambda p: p.stem)
+def test_other_programs_rulesets_read_as_the_kernel_lists_them(
+        netns: Namespace, path: Path) -> None:
+    text, kernel = listed(netns, path.read_text())
+    want = normalise(kernel)
+    assert normalise(parse(text, "listed")) == want
+    assert normalise(parse(path.read_text(), str(path))) == want
+
+
 HAND_WRITTEN = {
     "sets_and_maps": """
 table inet t {
