@@ -70,10 +70,10 @@ _BARE_META = {"iifname", "oifname", "iif", "oif", "iiftype", "oiftype", "mark", 
 # selectors whose values are bit masks: nft writes an implicit comparison as "in"
 _BITMASK = {("ct", "state"), ("ct", "status"), ("tcp", "flags"), ("ct", "event")}
 _VERDICTS = {"accept", "drop", "continue", "return", "queue"}
-# words that end a value: a selector followed by one of them lacks its value
+# words that end a value: a selector followed by one of them lacks its value (not dnat, snat or
+# redirect: those are ct status and ICMP type values too)
 _NOT_VALUES = {".", ":", "/", "-", "accept", "drop", "jump", "goto", "return", "continue", "queue",
-               "counter", "log", "limit", "reject",
-               "notrack", "comment", "vmap", "set"}  # not dnat, snat, redirect: ct status and ICMP values
+               "counter", "log", "limit", "reject", "notrack", "comment", "vmap", "set"}
 _OPS = {"==", "!=", "<", ">", "<=", ">="}
 _INT = re.compile(r"0x[0-9a-fA-F]+|[0-9]+")
 _ADDRISH = re.compile(r"[0-9a-fA-F:.]*[0-9:][0-9a-fA-F:.]*")
