@@ -396,6 +396,10 @@ class _Parser:
     def statement(self) -> Json:
         tok = self.tok
         word = tok.text if tok.kind == "word" else ""
+        if word == "queue" and self.peek().text in ("num", "flags", "bypass", "fanout"):
+            return self.queue()
+        if word == "quota":
+            return self.quota()
         if word in _VERDICTS or word in ("jump", "goto"):
             return self.verdict()
         if word == "counter":
@@ -613,6 +617,32 @@ class _Parser:
         if inv:
             ordered["inv"] = True
         return {"limit": ordered}
+
+    def queue(self) -> Json:
+        self.next()
+        body: dict[str, Json] = {}
+        while self.at("num", "flags", "bypass", "fanout"):
+            key = self.next().text
+            if key == "num":
+                tok = self.word("queue number")
+                body["num"] = _atom(tok.text, self, tok)
+            elif key == "flags":
+                body["flags"] = self.name("queue flag")
+            else:
+                body["flags"] = key
+        return {"queue": body}
+
+    def quota(self) -> Json:
+        self.next()
+        body: dict[str, Json] = {}
+        if self.accept("over"):
+            body["inv"] = True
+        body["val"] = self.number("quota")
+        body["val_unit"] = self.name("quota unit")
+        if self.accept("used"):
+            body["used"] = self.number("used")
+            body["used_unit"] = self.name("quota unit")
+        return {"quota": body}
 
     def log(self) -> Json:
         self.next()

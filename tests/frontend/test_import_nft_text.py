@@ -131,6 +131,7 @@ table inet t {
 		meta nfproto ipv6 meta mark 0x00000010 log prefix "m: " level warn
 		tcp flags & (syn|ack) == syn reject with tcp reset
 		ip protocol udp reject with icmp type port-unreachable
+		tcp dport 2 quota over 10 mbytes drop
 	}
 }
 table ip n {
