@@ -1,6 +1,6 @@
 """iptables-save / ip6tables-save text (what iptables-restore reads, `--noflush` files too) and
 `ipset save` text -> IR. Fail closed: a match, option or target rulec does not model is a
-positioned error (E0720-E0739), or with `opaque` an unmodelled match is an Unknown condition.
+positioned error (E0510-E0523), or with `opaque` an unmodelled match is an Unknown condition.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ from rulec.ir.values import (
     prefixes_of,
 )
 
-# Codes (docs/language.md): E0720 syntax of a line, E0721 unknown table, E0722 chain declared
-# twice / unknown chain, E0723 unmodelled match module, E0724 unmodelled option of a modelled
-# match, E0725 bad value, E0726 unmodelled target, E0727 unmodelled target option, E0728
-# family conflict, E0729 field given twice, E0730 ipset unknown or unusable, E0731 ipset text,
-# E0732 missing COMMIT / line outside a table, E0733 unsupported restore command.
+# Codes (docs/import.md): E0510 syntax of a line, E0511 unknown table, E0512 chain declared
+# twice / unknown chain, E0513 unmodelled match module, E0514 unmodelled option of a modelled
+# match, E0515 bad value, E0516 unmodelled target, E0517 unmodelled target option, E0518
+# family conflict, E0519 field given twice, E0520 ipset unknown or unusable, E0521 ipset text,
+# E0522 missing COMMIT / line outside a table, E0523 unsupported restore command.
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,7 @@ def tokenize(text: str, base: int) -> list[Token]:
                 out.append(ch)
             i += 1
         if quoted:
-            raise _Fail("E0720", "quote not closed on its line",
+            raise _Fail("E0510", "quote not closed on its line",
                         Token(text[start:], base + start, base + n))
         tokens.append(Token("".join(out), base + start, base + i, '"' not in text[start:i]))
     return tokens
@@ -142,20 +142,20 @@ class _Rule:
     def take(self, what: str, after: Token) -> Token:
         token = self.peek()
         if token is None:
-            raise _Fail("E0720", f"{after.text} needs {what}", after)
+            raise _Fail("E0510", f"{after.text} needs {what}", after)
         self.pos += 1
         return token
 
     def set(self, name: str, value: object, token: Token) -> None:
         if name in self.fields:
-            raise _Fail("E0729", f"{name} is tested twice in one rule; rulec reads one test "
+            raise _Fail("E0519", f"{name} is tested twice in one rule; rulec reads one test "
                         "per field", token, "split the rule, or merge the tests")
         self.fields[name] = value
 
     def evidence(self, family: Family, token: Token) -> None:
         self.opts.families.setdefault(family, token)
         if self.family is not None and family is not self.family:
-            raise _Fail("E0728", f"{token.text} is {family.value}, but the dump is "
+            raise _Fail("E0518", f"{token.text} is {family.value}, but the dump is "
                         f"{self.family.value}", token)
 
     def condition(self, text: str, negated: bool) -> None:
@@ -180,17 +180,17 @@ class _Rule:
                 value = self.take("an interface", token)
                 name = "iifname" if word.startswith(("-i", "--in")) else "oifname"
                 if not value.text or value.text.startswith("-"):
-                    raise _Fail("E0725", f"bad interface name {value.text!r}", value)
+                    raise _Fail("E0515", f"bad interface name {value.text!r}", value)
                 self.set(name, Interface(value.text, neg), value)
             elif word in ("-p", "--protocol"):
                 self.protocol(self.take("a protocol", token), neg)
             elif word in ("-m", "--match"):
                 if neg:
-                    raise _Fail("E0720", "`!` cannot negate -m", token)
+                    raise _Fail("E0510", "`!` cannot negate -m", token)
                 self.module(self.take("a module name", token))
             elif word in ("-j", "--jump", "-g", "--goto"):
                 if neg:
-                    raise _Fail("E0720", f"`!` cannot negate {word}", token)
+                    raise _Fail("E0510", f"`!` cannot negate {word}", token)
                 self.target(self.take("a target", token), goto=word in ("-g", "--goto"))
             elif word.startswith("--") and self.implicit_module() is not None:
                 # iptables-restore input may leave out `-m tcp` after `-p tcp`.
@@ -199,9 +199,9 @@ class _Rule:
             elif word in ("-f", "--fragment"):
                 self.unmodelled_match("fragment", [(neg, token, [])], token)
             else:
-                raise _Fail("E0720", f"unexpected word {word!r} in a rule", token)
+                raise _Fail("E0510", f"unexpected word {word!r} in a rule", token)
         if negated is not None:
-            raise _Fail("E0720", "`!` at the end of the rule negates nothing", negated)
+            raise _Fail("E0510", "`!` at the end of the rule negates nothing", negated)
 
     def implicit_module(self) -> str | None:
         proto = self.fields.get("proto")
@@ -217,12 +217,12 @@ class _Rule:
                 try:
                     bits = bin(int(Prefix.parse(mask).network)).count("1")
                 except ValueError:
-                    raise _Fail("E0725", f"bad netmask {mask!r}", token) from None
+                    raise _Fail("E0515", f"bad netmask {mask!r}", token) from None
                 text = f"{address}/{bits}"
         try:
             prefix = Prefix.parse(text)
         except ValueError as exc:
-            raise _Fail("E0725", f"bad address {token.text!r}: {exc}", token) from None
+            raise _Fail("E0515", f"bad address {token.text!r}: {exc}", token) from None
         self.evidence(prefix.family, token)
         return prefix
 
@@ -230,7 +230,7 @@ class _Rule:
         text = token.text.lower()
         if text in ("all", "0"):
             if neg:
-                raise _Fail("E0725", "`! -p all` matches no packet", token)
+                raise _Fail("E0515", "`! -p all` matches no packet", token)
             return
         number: int | None
         if text in ("ipv6-icmp", "icmpv6", "icmp6"):
@@ -240,7 +240,7 @@ class _Rule:
         else:
             number = PROTOCOLS.get(text)
         if number is None or not 0 < number <= 255:
-            raise _Fail("E0725", f"unknown protocol {token.text!r}", token)
+            raise _Fail("E0515", f"unknown protocol {token.text!r}", token)
         if number == 58:
             self.evidence(Family.IP6, token)
         self.set("proto", Protocol(number, neg), token)
@@ -280,7 +280,7 @@ class _Rule:
                          token: Token, why: str = "") -> None:
         if not self.opts.opaque:
             detail = f": {why}" if why else ""
-            raise _Fail("E0723", f"match module {name!r} is not modelled by rulec{detail}",
+            raise _Fail("E0513", f"match module {name!r} is not modelled by rulec{detail}",
                         token, "dropping it would make the rule match more packets; import with "
                         "--opaque to analyse the rule with the match as an unknown condition")
         negated = len(options) == 1 and options[0][0]
@@ -293,18 +293,18 @@ class _Rule:
         if self.opts.opaque:
             self.unmodelled_match(module, options, mod)
             return
-        raise _Fail("E0724", f"option {option.text} of match {module!r} is not modelled by "
+        raise _Fail("E0514", f"option {option.text} of match {module!r} is not modelled by "
                     "rulec", option, "dropping it would make the rule match more packets; "
                     "--opaque keeps the whole match as an unknown condition")
 
     def target(self, token: Token, goto: bool) -> None:
         if self.action is not None:
-            raise _Fail("E0720", "a rule has one target", token)
+            raise _Fail("E0510", "a rule has one target", token)
         name = token.text
         options = self.options()
         if goto:
             if options:
-                raise _Fail("E0727", f"-g takes no options, got {options[0][1].text}",
+                raise _Fail("E0517", f"-g takes no options, got {options[0][1].text}",
                             options[0][1])
             self.jump_target(token)
             self.action = Goto(name)
@@ -315,7 +315,7 @@ class _Rule:
             return
         self.jump_target(token)
         if options:
-            raise _Fail("E0727", f"a jump to chain {name} takes no options", options[0][1])
+            raise _Fail("E0517", f"a jump to chain {name} takes no options", options[0][1])
         self.action = Jump(name)
 
     def jump_target(self, token: Token) -> None:
@@ -323,24 +323,24 @@ class _Rule:
         any other name is a target rulec does not model."""
         chain = self.chains.get(token.text)
         if chain is None:
-            raise _Fail("E0726", f"target {token.text} is not modelled by rulec (and no chain "
+            raise _Fail("E0516", f"target {token.text} is not modelled by rulec (and no chain "
                         "of this table has that name)", token, "it decides the packet's fate "
                         "in a way rulec cannot follow, so it fails even with --opaque")
         if chain.hook is not None:
-            raise _Fail("E0722", f"cannot jump to the built-in chain {token.text}", token)
+            raise _Fail("E0512", f"cannot jump to the built-in chain {token.text}", token)
 
 Options = list[tuple[bool, Token, list[Token]]]
 
 
 def _one(option: Token, args: list[Token]) -> Token:
     if len(args) != 1:
-        raise _Fail("E0725", f"{option.text} takes one value", option)
+        raise _Fail("E0515", f"{option.text} takes one value", option)
     return args[0]
 
 
 def _port(token: Token, text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
-        raise _Fail("E0725", f"bad port {text!r}", token, "ports are numbers 0-65535")
+        raise _Fail("E0515", f"bad port {text!r}", token, "ports are numbers 0-65535")
     return int(text)
 
 
@@ -349,7 +349,7 @@ def _port_range(token: Token, text: str) -> tuple[int, int]:
     first = _port(token, low) if low else 0
     last = (_port(token, high) if high else 65535) if sep else first
     if first > last:
-        raise _Fail("E0725", f"port range {text} is reversed", token)
+        raise _Fail("E0515", f"port range {text} is reversed", token)
     return first, last
 
 
@@ -358,7 +358,7 @@ def _ports_module(proto: int) -> Callable[[_Rule, Token, Options], None]:
         current = rule.fields.get("proto")
         if not (isinstance(current, Protocol) and current.number == proto
                 and not current.negated):
-            raise _Fail("E0725", f"-m {mod.text} needs -p {mod.text} before it", mod)
+            raise _Fail("E0515", f"-m {mod.text} needs -p {mod.text} before it", mod)
         for neg, option, args in options:
             if option.text in ("--sport", "--source-port", "--dport", "--destination-port"):
                 value = _one(option, args)
@@ -370,11 +370,11 @@ def _ports_module(proto: int) -> Callable[[_Rule, Token, Options], None]:
                         {TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK, TcpFlag.FIN}), neg)
                 else:
                     if len(args) != 2:
-                        raise _Fail("E0725", "--tcp-flags takes a mask and the flags set",
+                        raise _Fail("E0515", "--tcp-flags takes a mask and the flags set",
                                     option)
                     mask, value = (_tcp_flags(a) for a in args)
                     if not value <= mask:
-                        raise _Fail("E0725", "the set flags must be part of the mask", args[1])
+                        raise _Fail("E0515", "the set flags must be part of the mask", args[1])
                     flags = TcpFlags(value, mask, neg)
                 rule.set("tcp_flags", flags, option)
             else:
@@ -391,7 +391,7 @@ def _tcp_flags(token: Token) -> frozenset[TcpFlag]:
     out: frozenset[TcpFlag] = frozenset()
     for name in token.text.upper().split(","):
         if name not in _FLAG_NAMES:
-            raise _Fail("E0725", f"unknown tcp flag {name!r}", token)
+            raise _Fail("E0515", f"unknown tcp flag {name!r}", token)
         out |= _FLAG_NAMES[name]
     return out
 
@@ -400,7 +400,7 @@ def _multiport(rule: _Rule, mod: Token, options: Options) -> None:
     proto = rule.fields.get("proto")
     if not isinstance(proto, Protocol) or proto.negated or proto.number not in (6, 17, 33, 132,
                                                                                 136):
-        raise _Fail("E0725", "-m multiport needs -p tcp, udp, sctp, dccp or udplite", mod)
+        raise _Fail("E0515", "-m multiport needs -p tcp, udp, sctp, dccp or udplite", mod)
     for neg, option, args in options:
         names = {"--sports": "sport", "--source-ports": "sport", "--dports": "dport",
                  "--destination-ports": "dport"}
@@ -440,14 +440,14 @@ def _icmp_module(family: Family) -> Callable[[_Rule, Token, Options], None]:
                 if rule.opts.opaque:
                     rule.unmodelled_match(mod.text, options, mod)
                     return
-                raise _Fail("E0724", f"icmp type {value.text!r} is not modelled by rulec "
+                raise _Fail("E0514", f"icmp type {value.text!r} is not modelled by rulec "
                             "(rulec tests types, not codes)", value)
             if number == -1:
                 if neg:
-                    raise _Fail("E0725", "`! --icmp-type any` matches no packet", value)
+                    raise _Fail("E0515", "`! --icmp-type any` matches no packet", value)
                 continue
             if number > 255:
-                raise _Fail("E0725", f"icmp type {number} is out of range", value)
+                raise _Fail("E0515", f"icmp type {number} is out of range", value)
             rule.set("icmp_type", IcmpType(family, (number,), neg), value)
     return read
 
@@ -465,7 +465,7 @@ def _conntrack(rule: _Rule, mod: Token, options: Options) -> None:
                     if rule.opts.opaque:
                         rule.unmodelled_match(mod.text, options, mod)
                         return
-                    raise _Fail("E0724", f"conntrack state {name} is not modelled by rulec",
+                    raise _Fail("E0514", f"conntrack state {name} is not modelled by rulec",
                                 value)
                 states.add(_CT_NAMES[name])
             rule.set("ct_state", CtStates(frozenset(states), neg), value)
@@ -491,7 +491,7 @@ def _addrtype(rule: _Rule, mod: Token, options: Options) -> None:
             if rule.opts.opaque:
                 rule.unmodelled_match("addrtype", options, mod)
                 return
-            raise _Fail("E0724", f"address type {value.text!r} is not modelled by rulec", value)
+            raise _Fail("E0514", f"address type {value.text!r} is not modelled by rulec", value)
         rule.set("src_type" if option.text == "--src-type" else "dst_type",
                  AddrType(kind, neg), value)
 
@@ -502,9 +502,9 @@ def _mark_value(token: Token) -> tuple[int, int]:
         number = int(value, 0)
         bits = int(mask, 0) if mask else MAX_MARK
     except ValueError:
-        raise _Fail("E0725", f"bad mark {token.text!r}", token) from None
+        raise _Fail("E0515", f"bad mark {token.text!r}", token) from None
     if not (0 <= number <= MAX_MARK and 0 <= bits <= MAX_MARK):
-        raise _Fail("E0725", f"mark {token.text} out of range", token)
+        raise _Fail("E0515", f"mark {token.text} out of range", token)
     return number, bits
 
 
@@ -517,7 +517,7 @@ def _mark(rule: _Rule, mod: Token, options: Options) -> None:
         number, mask = _mark_value(value)
         # The kernel tests (mark & mask) == value: bits of value outside the mask never match.
         if number & ~mask:
-            raise _Fail("E0725", f"mark {value.text} has bits outside its mask, so it never "
+            raise _Fail("E0515", f"mark {value.text} has bits outside its mask, so it never "
                         "matches", value)
         rule.set("mark", Mark(number, mask, neg), value)
 
@@ -532,15 +532,15 @@ def _limit(rule: _Rule, mod: Token, options: Options) -> None:
     for neg, option, args in options:
         value = _one(option, args) if option.text in ("--limit", "--limit-burst") else option
         if neg:
-            raise _Fail("E0724", "a negated rate limit is not modelled by rulec", option)
+            raise _Fail("E0514", "a negated rate limit is not modelled by rulec", option)
         if option.text == "--limit":
             count, _, name = value.text.partition("/")
             if not count.isdigit() or (name and name.lower() not in _UNITS):
-                raise _Fail("E0725", f"bad rate {value.text!r}", value)
+                raise _Fail("E0515", f"bad rate {value.text!r}", value)
             rate, unit, at = int(count), _UNITS[name.lower() or "s"], value
         elif option.text == "--limit-burst":
             if not value.text.isdigit():
-                raise _Fail("E0725", f"bad burst {value.text!r}", value)
+                raise _Fail("E0515", f"bad burst {value.text!r}", value)
             burst = int(value.text)
         else:
             rule.unmodelled_option("limit", option, mod, options)
@@ -548,13 +548,13 @@ def _limit(rule: _Rule, mod: Token, options: Options) -> None:
     try:
         rule.set("limit", Limit(rate, unit, burst), at)
     except ValueError as exc:
-        raise _Fail("E0725", f"bad rate limit: {exc}", at) from None
+        raise _Fail("E0515", f"bad rate limit: {exc}", at) from None
 
 
 def _comment(rule: _Rule, mod: Token, options: Options) -> None:
     for _, option, args in options:
         if option.text != "--comment":
-            raise _Fail("E0724", f"option {option.text} of match 'comment' is unknown", option)
+            raise _Fail("E0514", f"option {option.text} of match 'comment' is unknown", option)
         text = _one(option, args).text
         rule.comment = text if rule.comment is None else f"{rule.comment}; {text}"
 
@@ -565,7 +565,7 @@ def _set(rule: _Rule, mod: Token, options: Options) -> None:
             rule.unmodelled_option("set", option, mod, options)
             return
         if len(args) != 2:
-            raise _Fail("E0725", "--match-set takes a set name and src or dst", option)
+            raise _Fail("E0515", "--match-set takes a set name and src or dst", option)
         name, direction = args
         if direction.text not in ("src", "dst"):  # src,dst: a set of several dimensions
             rule.unmodelled_option("set", direction, mod, options)
@@ -575,10 +575,10 @@ def _set(rule: _Rule, mod: Token, options: Options) -> None:
             if rule.opts.opaque:
                 rule.condition(f"set {name.text} {direction.text}", neg)
                 continue
-            raise _Fail("E0730", f"ipset {name.text!r} is not known", name,
+            raise _Fail("E0520", f"ipset {name.text!r} is not known", name,
                         "give its `ipset save` text too, so rulec knows its members")
         if not members.prefixes:
-            raise _Fail("E0730", f"ipset {name.text!r} is empty; rulec has no empty sets", name)
+            raise _Fail("E0520", f"ipset {name.text!r} is empty; rulec has no empty sets", name)
         for prefix in members.prefixes:
             rule.evidence(prefix.family, name)
         rule.set("saddr" if direction.text == "src" else "daddr",
@@ -611,7 +611,7 @@ def _recent(rule: _Rule, mod: Token, options: Options) -> None:
     tests = [(neg, option) for neg, option, _ in options if option.text in _RECENT_TESTS]
     if not tests:  # --set only records the address and always matches
         if any(neg for neg, option, _ in options if option.text == "--set"):
-            raise _Fail("E0725", "`! --set` matches no packet", mod)
+            raise _Fail("E0515", "`! --set` matches no packet", mod)
         return
     text = " ".join(o.text + "".join(f" {a.text}" for a in args) for _, o, args in options)
     rule.condition(f"recent {text}", tests[0][0])
@@ -634,7 +634,7 @@ def _no_options(name: str) -> Callable[[_Rule, Token, Options], Action]:
 
     def read(rule: _Rule, token: Token, options: Options) -> Action:
         if options:
-            raise _Fail("E0727", f"{name} takes no options", options[0][1])
+            raise _Fail("E0517", f"{name} takes no options", options[0][1])
         return actions[name]
     return read
 
@@ -662,10 +662,10 @@ def _reject(rule: _Rule, token: Token, options: Options) -> Action:
     with_: RejectWith | None = None
     for _, option, args in options:
         if option.text != "--reject-with":
-            raise _Fail("E0727", f"option {option.text} of REJECT is unknown", option)
+            raise _Fail("E0517", f"option {option.text} of REJECT is unknown", option)
         value = _one(option, args)
         if value.text not in _REJECT_NAMES:  # icmp-host-prohibited, icmp-proto-unreachable...
-            raise _Fail("E0727", f"REJECT --reject-with {value.text} is not modelled by rulec",
+            raise _Fail("E0517", f"REJECT --reject-with {value.text} is not modelled by rulec",
                         value)
         if value.text in _REJECT_FAMILY:
             rule.evidence(_REJECT_FAMILY[value.text], value)
@@ -693,14 +693,14 @@ def _log(rule: _Rule, token: Token, options: Options) -> Action:
         elif option.text == "--log-level" and token.text == "LOG":
             value = _one(option, args)
             if value.text.lower() not in _LOG_LEVELS:
-                raise _Fail("E0727", f"unknown log level {value.text!r}", value)
+                raise _Fail("E0517", f"unknown log level {value.text!r}", value)
             level = _LOG_LEVELS[value.text.lower()]
             if level is LogLevel.WARNING:
                 level = None  # iptables' default: the DSL's `log` without a level
         elif option.text in (_LOG_DETAIL if token.text == "LOG" else _NFLOG_DETAIL):
             continue
         else:
-            raise _Fail("E0727", f"option {option.text} of {token.text} is unknown", option)
+            raise _Fail("E0517", f"option {option.text} of {token.text} is unknown", option)
     return Log(prefix=prefix or None, level=level)
 
 
@@ -711,14 +711,14 @@ def _nat_to(rule: _Rule, token: Token) -> tuple[Prefix, tuple[int, int] | None]:
         host, _, rest = text[1:].partition("]")
         if rest:
             if not rest.startswith(":"):
-                raise _Fail("E0725", f"bad NAT address {text!r}", token)
+                raise _Fail("E0515", f"bad NAT address {text!r}", token)
             port = rest[1:]
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
         host = text
     if "-" in host:
-        raise _Fail("E0727", "a NAT address range is not modelled by rulec", token)
+        raise _Fail("E0517", "a NAT address range is not modelled by rulec", token)
     prefix = rule.prefix(Token(host, token.start, token.end))
     return prefix, _nat_ports(token, port) if port is not None else None
 
@@ -728,7 +728,7 @@ def _nat_ports(token: Token, text: str) -> tuple[int, int]:
     first = _port(token, low)
     last = _port(token, high) if sep else first
     if first > last or first == 0:
-        raise _Fail("E0725", f"bad NAT port range {text!r}", token)
+        raise _Fail("E0515", f"bad NAT port range {text!r}", token)
     return first, last
 
 
@@ -745,7 +745,7 @@ def _nat(rule: _Rule, token: Token, options: Options) -> Action:
         if option.text == wanted:
             value = _one(option, args)
             if address is not None or ports is not None:
-                raise _Fail("E0727", f"{name} with several {wanted} is not modelled", value)
+                raise _Fail("E0517", f"{name} with several {wanted} is not modelled", value)
             if name in ("DNAT", "SNAT"):
                 address = _nat_to(rule, value)
             else:
@@ -753,36 +753,36 @@ def _nat(rule: _Rule, token: Token, options: Options) -> Action:
         elif option.text in _NAT_ALLOCATION and name != "REDIRECT":
             continue
         else:
-            raise _Fail("E0727", f"option {option.text} of {name} is not modelled by rulec",
+            raise _Fail("E0517", f"option {option.text} of {name} is not modelled by rulec",
                         option)
     if name in ("DNAT", "SNAT"):
         if address is None:
-            raise _Fail("E0727", f"{name} without a {('--to-destination' if name == 'DNAT' else '--to-source')} is not modelled", token)
+            raise _Fail("E0517", f"{name} without a {('--to-destination' if name == 'DNAT' else '--to-source')} is not modelled", token)
         return (Dnat if name == "DNAT" else Snat)(address=address[0], ports=address[1])
     if name == "MASQUERADE":
         return Masquerade(ports=ports)
     if ports is None:
-        raise _Fail("E0727", "REDIRECT without --to-ports is not modelled by rulec", token)
+        raise _Fail("E0517", "REDIRECT without --to-ports is not modelled by rulec", token)
     return Redirect(ports=ports)
 
 
 def _tcpmss(rule: _Rule, token: Token, options: Options) -> Action:
     if len(options) != 1:
-        raise _Fail("E0727", "TCPMSS takes --set-mss or --clamp-mss-to-pmtu", token)
+        raise _Fail("E0517", "TCPMSS takes --set-mss or --clamp-mss-to-pmtu", token)
     _, option, args = options[0]
     if option.text == "--clamp-mss-to-pmtu" and not args:
         return ClampMss()
     if option.text == "--set-mss":
         value = _one(option, args)
         if not value.text.isdigit() or int(value.text) > 65535:
-            raise _Fail("E0725", f"bad mss {value.text!r}", value)
+            raise _Fail("E0515", f"bad mss {value.text!r}", value)
         return SetMss(int(value.text))
-    raise _Fail("E0727", f"option {option.text} of TCPMSS is unknown", option)
+    raise _Fail("E0517", f"option {option.text} of TCPMSS is unknown", option)
 
 
 def _mark_target(rule: _Rule, token: Token, options: Options) -> Action:
     if len(options) != 1:
-        raise _Fail("E0727", "MARK takes one of --set-xmark, --set-mark, --and-mark, "
+        raise _Fail("E0517", "MARK takes one of --set-xmark, --set-mark, --and-mark, "
                     "--or-mark, --xor-mark", token)
     _, option, args = options[0]
     value = _one(option, args)
@@ -793,14 +793,14 @@ def _mark_target(rule: _Rule, token: Token, options: Options) -> Action:
     if option.text == "--set-mark":
         return SetMark(number, (number | mask) & MAX_MARK)
     if "/" in value.text:
-        raise _Fail("E0725", f"{option.text} takes no mask", value)
+        raise _Fail("E0515", f"{option.text} takes no mask", value)
     if option.text == "--and-mark":
         return SetMark(0, ~number & MAX_MARK)
     if option.text == "--or-mark":
         return SetMark(number, number)
     if option.text == "--xor-mark":
         return SetMark(number, 0)
-    raise _Fail("E0727", f"option {option.text} of MARK is unknown", option)
+    raise _Fail("E0517", f"option {option.text} of MARK is unknown", option)
 
 
 _TARGETS: dict[str, Callable[[_Rule, Token, Options], Action]] = {
@@ -849,12 +849,12 @@ def read_iptables_save(source: SourceFile, *, family: Family | None = None, opaq
             first = tokens[0]
             if first.text.startswith("*"):
                 if current is not None:
-                    raise _Fail("E0732", f"table {current.kind.value} is not committed before "
+                    raise _Fail("E0522", f"table {current.kind.value} is not committed before "
                                 "the next table", first)
                 current = _start_table(source, first, tokens, start, end, seen_kinds)
                 continue
             if current is None:
-                raise _Fail("E0732", "a line outside a table (`*filter` ... `COMMIT`)", first)
+                raise _Fail("E0522", "a line outside a table (`*filter` ... `COMMIT`)", first)
             if first.text == "COMMIT":
                 drafts.append(current)
                 current = None
@@ -869,7 +869,7 @@ def read_iptables_save(source: SourceFile, *, family: Family | None = None, opaq
             span = source.span(token.start, max(token.end, token.start)) if token else None
             out.error(fail.code, fail.message, span, *fail.notes)
     if current is not None:
-        out.error("E0732", f"table {current.kind.value} has no COMMIT", current.span)
+        out.error("E0522", f"table {current.kind.value} has no COMMIT", current.span)
     chosen = _family(source, family, opts, out)
     tables = [_finish(d, chosen) for d in drafts]
     out.raise_if_errors()
@@ -880,13 +880,13 @@ def _start_table(source: SourceFile, first: Token, tokens: list[Token], start: i
                  seen: set[TableKind]) -> _TableDraft:
     name = first.text[1:]
     if len(tokens) > 1:
-        raise _Fail("E0720", "a table line holds only `*NAME`", tokens[1])
+        raise _Fail("E0510", "a table line holds only `*NAME`", tokens[1])
     kind = next((k for k in TableKind if k.value == name), None)
     if kind is None:
-        raise _Fail("E0721", f"table {name!r} is not modelled by rulec (filter, nat, mangle "
+        raise _Fail("E0511", f"table {name!r} is not modelled by rulec (filter, nat, mangle "
                     "and raw are)", first)
     if kind in seen:
-        raise _Fail("E0722", f"table {name} appears twice", first)
+        raise _Fail("E0512", f"table {name} appears twice", first)
     seen.add(kind)
     return _TableDraft(kind, source.span(start, end))
 
@@ -900,22 +900,22 @@ def _declare(source: SourceFile, table: _TableDraft, tokens: list[Token], start:
     first = tokens[0]
     name = first.text[1:]
     if not name or len(tokens) < 2:
-        raise _Fail("E0720", "a chain line is `:NAME POLICY [packets:bytes]`", first)
+        raise _Fail("E0510", "a chain line is `:NAME POLICY [packets:bytes]`", first)
     if name in table.chains:
-        raise _Fail("E0722", f"chain {name} declared twice", first)
+        raise _Fail("E0512", f"chain {name} declared twice", first)
     hook = _builtin(table.kind, name)
     policy_word = tokens[1]
     policy: Policy | None = None
     if hook is None:
         if policy_word.text != "-":
-            raise _Fail("E0725", f"user chain {name} cannot have policy {policy_word.text}",
+            raise _Fail("E0515", f"user chain {name} cannot have policy {policy_word.text}",
                         policy_word)
     elif policy_word.text in ("ACCEPT", "DROP"):
         policy = Policy[policy_word.text]
     else:
-        raise _Fail("E0725", f"bad policy {policy_word.text!r} for {name}", policy_word)
+        raise _Fail("E0515", f"bad policy {policy_word.text!r} for {name}", policy_word)
     if len(tokens) > 3 or (len(tokens) == 3 and not tokens[2].text.startswith("[")):
-        raise _Fail("E0720", "unexpected word after the chain's policy", tokens[-1])
+        raise _Fail("E0510", "unexpected word after the chain's policy", tokens[-1])
     table.chains[name] = Chain(name=name, hook=hook, policy=policy, span=source.span(start, end))
     table.rules.setdefault(name, [])
 
@@ -926,7 +926,7 @@ def _chain(source: SourceFile, table: _TableDraft, token: Token, start: int, end
     if name not in table.chains:
         hook = _builtin(table.kind, name)
         if hook is None:
-            raise _Fail("E0722", f"chain {name} is not declared in table {table.kind.value}",
+            raise _Fail("E0512", f"chain {name} is not declared in table {table.kind.value}",
                         token)
         table.chains[name] = Chain(name=name, hook=hook, span=source.span(start, end))
         table.rules[name] = []
@@ -938,7 +938,7 @@ def _command(source: SourceFile, table: _TableDraft, tokens: list[Token], start:
     first = tokens[0]
     if first.text in ("-F", "--flush", "-N", "--new-chain"):
         if len(tokens) != 2:
-            raise _Fail("E0720", f"{first.text} takes one chain name", first)
+            raise _Fail("E0510", f"{first.text} takes one chain name", first)
         if first.text in ("-N", "--new-chain") and tokens[1].text not in table.chains:
             table.chains[tokens[1].text] = Chain(name=tokens[1].text,
                                                  span=source.span(start, end))
@@ -948,10 +948,10 @@ def _command(source: SourceFile, table: _TableDraft, tokens: list[Token], start:
             table.rules[tokens[1].text] = []
         return
     if first.text not in ("-A", "--append"):
-        raise _Fail("E0733", f"restore command {first.text!r} is not supported (only -A, -F, "
+        raise _Fail("E0523", f"restore command {first.text!r} is not supported (only -A, -F, "
                     "-N and chain lines)", first)
     if len(tokens) < 2:
-        raise _Fail("E0720", "-A needs a chain name", first)
+        raise _Fail("E0510", "-A needs a chain name", first)
     name = _chain(source, table, tokens[1], start, end)
     rule = _Rule(tokens[2:], name, opts, family, table.chains)
     rule.read()
@@ -963,7 +963,7 @@ def _command(source: SourceFile, table: _TableDraft, tokens: list[Token], start:
     unknown = Unknown(frozenset(rule.holds), frozenset(rule.fails)) if (
         rule.holds or rule.fails) else None
     if unknown is not None and unknown.holds & unknown.fails:
-        raise _Fail("E0725", "the rule both requires and excludes one condition", first)
+        raise _Fail("E0515", "the rule both requires and excludes one condition", first)
     match = Match(**rule.fields, unknown=unknown)
     table.rules[name].append(Rule(match=match, action=action, comment=rule.comment,
                                   span=source.span(start, end)))
@@ -975,7 +975,7 @@ def _family(source: SourceFile, given: Family | None, opts: _Options,
         return given
     if len(opts.families) > 1:
         token = max(opts.families.values(), key=lambda t: t.start)
-        out.error("E0728", "the dump mixes IPv4 and IPv6 (read one family's file at a time)",
+        out.error("E0518", "the dump mixes IPv4 and IPv6 (read one family's file at a time)",
                   source.span(token.start, token.end))
         return Family.IP
     return next(iter(opts.families), Family.IP)
@@ -1019,38 +1019,38 @@ def _ipset_line(tokens: list[Token], members: dict[str, list[Prefix]],
         tokens = tokens[1:]
         command = tokens[0] if tokens else command
     if command.text in ("create", "-N", "add", "-A") and len(tokens) < 3:
-        raise _Fail("E0731", f"{command.text} needs a set name and a value", command)
+        raise _Fail("E0521", f"{command.text} needs a set name and a value", command)
     if command.text in ("create", "-N"):
         name, kind = tokens[1], tokens[2]
         if kind.text not in ("hash:net", "hash:ip"):
-            raise _Fail("E0730", f"ipset type {kind.text} is not modelled by rulec (hash:net "
+            raise _Fail("E0520", f"ipset type {kind.text} is not modelled by rulec (hash:net "
                         "and hash:ip are)", kind)
         family = Family.IP
         i = 3
         while i < len(tokens):
             option = tokens[i]
             if option.text not in _SET_CREATE_OPTIONS:  # netmask widens what a member covers
-                raise _Fail("E0730", f"ipset option {option.text} is not modelled by rulec",
+                raise _Fail("E0520", f"ipset option {option.text} is not modelled by rulec",
                             option)
             if option.text == "family":
                 if i + 1 >= len(tokens) or tokens[i + 1].text not in ("inet", "inet6"):
-                    raise _Fail("E0731", "family is inet or inet6", option)
+                    raise _Fail("E0521", "family is inet or inet6", option)
                 family = Family.IP if tokens[i + 1].text == "inet" else Family.IP6
             i += 1 + _SET_CREATE_OPTIONS[option.text]
         if name.text in members:
-            raise _Fail("E0731", f"ipset {name.text} is created twice", name)
+            raise _Fail("E0521", f"ipset {name.text} is created twice", name)
         members[name.text] = []
         families[name.text] = family
     elif command.text in ("add", "-A"):
         name, value = tokens[1], tokens[2]
         if name.text not in members:
-            raise _Fail("E0731", f"ipset {name.text} is not created before its members", name)
+            raise _Fail("E0521", f"ipset {name.text} is not created before its members", name)
         rest = [t.text for t in tokens[3:]]
         if "nomatch" in rest:
-            raise _Fail("E0730", "nomatch entries are not modelled by rulec", tokens[3])
+            raise _Fail("E0520", "nomatch entries are not modelled by rulec", tokens[3])
         members[name.text].extend(_set_member(value, families[name.text]))
     else:
-        raise _Fail("E0731", f"ipset command {command.text!r} is not supported (create, add)",
+        raise _Fail("E0521", f"ipset command {command.text!r} is not supported (create, add)",
                     command)
 
 
@@ -1065,9 +1065,9 @@ def _set_member(token: Token, family: Family) -> list[Prefix]:
         else:
             found = [Prefix.parse(text)]
     except ValueError as exc:
-        raise _Fail("E0731", f"bad ipset member {text!r}: {exc}", token) from None
+        raise _Fail("E0521", f"bad ipset member {text!r}: {exc}", token) from None
     if any(p.family is not family for p in found):
-        raise _Fail("E0731", f"{text} is not of the set's family {family.value}", token)
+        raise _Fail("E0521", f"{text} is not of the set's family {family.value}", token)
     return found
 
 

@@ -73,7 +73,7 @@ _MAP_KEYS = {"saddr": ir.MapKey.SADDR, "daddr": ir.MapKey.DADDR, "sport": ir.Map
 
 
 # What a value of an unforeseen JSON shape can raise deep in a reader (an unhashable list
-# looked up in a dict, a constructor's bound check): turned into a positioned E0720/E0728.
+# looked up in a dict, a constructor's bound check): turned into a positioned E0540/E0548.
 _MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
@@ -94,7 +94,7 @@ def read_nft_json(source: SourceFile, *, opaque: bool = False) -> ir.Ruleset:
     try:
         root = json_source.parse(source)
     except RulecError as exc:
-        raise RulecError([replace(d, code="E0720") for d in exc.diagnostics]) from None
+        raise RulecError([replace(d, code="E0540") for d in exc.diagnostics]) from None
 
     def locate(path: Path) -> Span | None:
         node = root
@@ -137,7 +137,7 @@ def nft_json_to_ir(data: object, locate: Locate, *, opaque: bool = False) -> ir.
         report(bad)
         ruleset = ir.Ruleset()
     except RecursionError:
-        out.error("E0720", "JSON nested too deeply", locate(()))
+        out.error("E0540", "JSON nested too deeply", locate(()))
         ruleset = ir.Ruleset()
     out.raise_if_errors()
     return ruleset
@@ -164,26 +164,26 @@ class _NftTable:
 
 def _obj(value: object, path: Path, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Bad("E0720", f"{what} must be an object", path)
+        raise _Bad("E0540", f"{what} must be an object", path)
     return value
 
 
 def _str(body: dict[str, Any], key: str, path: Path) -> str:
     value = body.get(key)
     if not isinstance(value, str):
-        raise _Bad("E0720", f"{key!r} must be a string", (*path, key))
+        raise _Bad("E0540", f"{key!r} must be a string", (*path, key))
     return value
 
 
 def _int(value: object, path: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad("E0728", f"expected an integer, found {_render(value)}", path)
+        raise _Bad("E0548", f"expected an integer, found {_render(value)}", path)
     return value
 
 
 def _single(value: object, path: Path) -> tuple[str, Any]:
     if not isinstance(value, dict) or len(value) != 1:
-        raise _Bad("E0720", "expected an object with exactly one key", path)
+        raise _Bad("E0540", "expected an object with exactly one key", path)
     ((key, body),) = value.items()
     return key, body
 
@@ -197,7 +197,7 @@ class _Reader:
     def document(self, data: object) -> None:
         items = _obj(data, (), "the document").get("nftables")
         if not isinstance(items, list):
-            raise _Bad("E0720", "the document needs an \"nftables\" array", ())
+            raise _Bad("E0540", "the document needs an \"nftables\" array", ())
         for index, item in enumerate(items):
             path: Path = ("nftables", index)
             try:
@@ -205,7 +205,7 @@ class _Reader:
             except _Bad as bad:
                 self.report(bad)
             except _MALFORMED as exc:  # a shape no check above foresaw: still positioned
-                self.report(_Bad("E0720", f"malformed object ({exc})", path))
+                self.report(_Bad("E0540", f"malformed object ({exc})", path))
 
     def command(self, item: object, path: Path) -> None:
         key, body = _single(item, path)
@@ -230,11 +230,11 @@ class _Reader:
                 chain = self.chain_of(_obj(inner, where, "a chain"), where, "name")
                 chain.rules.clear()
             else:
-                raise _Bad("E0722", f"command {key} {kind} is not supported", where)
+                raise _Bad("E0542", f"command {key} {kind} is not supported", where)
         elif key in ("table", "chain", "set", "map", "rule"):
             self.object(key, body, (*path, key))
         else:
-            raise _Bad("E0722", f"{key!r} is not supported (only the objects of a listing, "
+            raise _Bad("E0542", f"{key!r} is not supported (only the objects of a listing, "
                        "and add/create/delete/flush)", path)
 
     def table_of(self, body: dict[str, Any], path: Path, key: str) -> _NftTable:
@@ -242,21 +242,21 @@ class _Reader:
         name = _str(body, key, path)
         found = self.tables.get((family, name))
         if found is None:
-            raise _Bad("E0723", f"table {family.value} {name} is not declared", path)
+            raise _Bad("E0543", f"table {family.value} {name} is not declared", path)
         return found
 
     def chain_of(self, body: dict[str, Any], path: Path, key: str) -> _NftChain:
         table = self.table_of(body, path, "table")
         name = _str(body, key, path)
         if name not in table.chains:
-            raise _Bad("E0723", f"chain {name} is not declared in table "
+            raise _Bad("E0543", f"chain {name} is not declared in table "
                        f"{table.family.value} {table.name}", path)
         return table.chains[name]
 
     def family(self, body: dict[str, Any], path: Path) -> Family:
         text = _str(body, "family", path)
         if text not in _FAMILIES:
-            raise _Bad("E0721", f"family {text} is not supported (rulec models ip, ip6 and "
+            raise _Bad("E0541", f"family {text} is not supported (rulec models ip, ip6 and "
                        "inet)", (*path, "family"))
         return _FAMILIES[text]
 
@@ -279,21 +279,21 @@ class _Reader:
             chain = self.chain_of(body, path, "chain")
             chain.rules.append((path, body))
         else:
-            raise _Bad("E0722", f"{kind!r} objects are not supported", path)
+            raise _Bad("E0542", f"{kind!r} objects are not supported", path)
 
     def base(self, body: dict[str, Any], path: Path) -> tuple[str, Hook, int, ir.Policy | None]:
         kind = _str(body, "type", path)
         hook_text = _str(body, "hook", path)
         hook = next((h for h in Hook if h.value.lower() == hook_text), None)
         if hook is None or kind not in ("filter", "nat", "route"):
-            raise _Bad("E0724", f"base chain type {kind} hook {hook_text} is not modelled "
+            raise _Bad("E0544", f"base chain type {kind} hook {hook_text} is not modelled "
                        "(rulec models filter, nat and route chains on the five ip hooks)",
                        (*path, "hook"))
         prio = _int(body.get("prio"), (*path, "prio"))
         policy_text = body.get("policy", "accept")
         policies = {"accept": ir.Policy.ACCEPT, "drop": ir.Policy.DROP}
         if not isinstance(policy_text, str) or policy_text not in policies:
-            raise _Bad("E0724", f"chain policy {_render(policy_text)} is not modelled",
+            raise _Bad("E0544", f"chain policy {_render(policy_text)} is not modelled",
                        (*path, "policy"))
         return kind, hook, prio, policies[policy_text]
 
@@ -311,7 +311,7 @@ class _Reader:
             except _Bad as bad:
                 self.report(bad)
             except _MALFORMED as exc:
-                self.report(_Bad("E0720", f"malformed table ({exc})", nft.path))
+                self.report(_Bad("E0540", f"malformed table ({exc})", nft.path))
         # Tables of one kind run in ruleset order on a hook: order them by priority.
         placed.sort(key=lambda item: item[1])
         tables = [t for t, _ in placed]
@@ -329,7 +329,7 @@ class _Reader:
                              key=lambda b: (_HOOK_ORDER[hook].index(b[1]), order[id(b[3])]))
             for before, after in itertools.pairwise(on_hook):
                 if after[2] < before[2]:
-                    self.report(_Bad("E0725", f"cannot order base chains on hook "
+                    self.report(_Bad("E0545", f"cannot order base chains on hook "
                                      f"{hook.value.lower()}: priority {after[2]} ({after[1].value})"
                                      f" runs before {before[2]} ({before[1].value}) in nft, but "
                                      "rulec runs the kinds raw, mangle, nat (dstnat), filter, "
@@ -360,12 +360,12 @@ class _Reader:
             seen_hooks: set[Hook] = set()
             for chain, hook, _, policy in chains:
                 if hook in seen_hooks:
-                    raise _Bad("E0725", f"table {nft.family.value} {nft.name} has two "
+                    raise _Bad("E0545", f"table {nft.family.value} {nft.name} has two "
                                f"{kind.value} base chains on hook {hook.value.lower()}; rulec "
                                "models one per table and kind", chain.path)
                 seen_hooks.add(hook)
                 if hook.value in user:
-                    raise _Bad("E0730", f"user chain {hook.value} would clash with the base "
+                    raise _Bad("E0550", f"user chain {hook.value} would clash with the base "
                                f"chain {chain.name}", user[hook.value].path)
                 ir_chains.append(ir.Chain(name=hook.value, hook=hook, policy=policy,
                                           rules=rules_of(chain), span=None))
@@ -411,7 +411,7 @@ class _Reader:
         kind, hook, prio, _ = chain.base
         if kind == "nat":
             if TableKind.NAT not in _HOOK_ORDER[hook]:
-                raise _Bad("E0724", f"nat chain on hook {hook.value.lower()} is not modelled",
+                raise _Bad("E0544", f"nat chain on hook {hook.value.lower()} is not modelled",
                            chain.path)
             return TableKind.NAT
         if kind == "route":
@@ -429,7 +429,7 @@ class _Reader:
             except _Bad as bad:
                 self.report(bad)
             except _MALFORMED as exc:
-                self.report(_Bad("E0728", f"bad value in rule: {exc}", path))
+                self.report(_Bad("E0548", f"bad value in rule: {exc}", path))
         return tuple(out)
 
 
@@ -465,23 +465,23 @@ class _RuleReader:
 
     def set_field(self, name: str, value: object, path: Path) -> None:
         if name in self.fields and self.fields[name] != value:
-            raise _Bad("E0726", f"a second test of {name} in one rule is not modelled", path)
+            raise _Bad("E0546", f"a second test of {name} in one rule is not modelled", path)
         self.fields[name] = value
 
     def rule(self, body: dict[str, Any]) -> ir.Rule:
         exprs = body.get("expr")
         if not isinstance(exprs, list):
-            raise _Bad("E0720", "a rule needs an \"expr\" array", (*self.path, "expr"))
+            raise _Bad("E0540", "a rule needs an \"expr\" array", (*self.path, "expr"))
         comment = body.get("comment")
         if comment is not None and not isinstance(comment, str):
-            raise _Bad("E0720", "a rule's comment must be a string", (*self.path, "comment"))
+            raise _Bad("E0540", "a rule's comment must be a string", (*self.path, "comment"))
         statements: list[ir.Statement] = []
         action: ir.Action | None = None
         for index, expr in enumerate(exprs):
             path = (*self.path, "expr", index)
             key, value = _single(expr, path)
             if action is not None and not isinstance(action, ir.Log):
-                raise _Bad("E0727", f"{key} after the rule's verdict is not modelled", path)
+                raise _Bad("E0547", f"{key} after the rule's verdict is not modelled", path)
             if isinstance(action, ir.Log):
                 statements.append(action)
                 action = None
@@ -494,7 +494,7 @@ class _RuleReader:
             else:
                 action = self.statement(key, value, path)
         if action is None:
-            raise _Bad("E0727", "a rule without a verdict or statement rulec models "
+            raise _Bad("E0547", "a rule without a verdict or statement rulec models "
                        "(only counters or matches) is not modelled", (*self.path, "expr"))
         match = ir.Match(**self.fields)
         if self.holds or self.fails:
@@ -508,7 +508,7 @@ class _RuleReader:
     def check_vmap(self, match: ir.Match, vmap: ir.Vmap, path: Path) -> None:
         for key in vmap.keys:
             if getattr(match, key.value) is not None:
-                raise _Bad("E0726", f"a verdict map on {key.value} after a test of it is not "
+                raise _Bad("E0546", f"a verdict map on {key.value} after a test of it is not "
                            "modelled", path)
 
     # --- matches ----------------------------------------------------------------------------
@@ -516,7 +516,7 @@ class _RuleReader:
     def unknown(self, what: str, text: str, negated: bool, path: Path) -> None:
         """An unmodelled test: an error, or in opaque mode a condition of its own."""
         if not self.reader.opaque:
-            raise _Bad("E0726", f"{what} is not modelled by rulec", path)
+            raise _Bad("E0546", f"{what} is not modelled by rulec", path)
         (self.fails if negated else self.holds).add(text)
 
     def match(self, body: dict[str, Any], path: Path) -> None:
@@ -532,7 +532,7 @@ class _RuleReader:
         try:
             modelled = self.modelled(left, right, op, negated, path)
         except _Bad as bad:
-            if bad.code != "E0726" or not self.reader.opaque:
+            if bad.code != "E0546" or not self.reader.opaque:
                 raise
             modelled = False
         if not modelled:
@@ -582,7 +582,7 @@ class _RuleReader:
                 self.set_field("ct_orig_dport", self.ports(right, negated, rpath), path)
             case "fib", {"result": "type", "flags": [("saddr" | "daddr") as f]}:
                 if not isinstance(right, str) or right not in {k.value for k in AddrTypeKind}:
-                    raise _Bad("E0728", f"unknown address type {_render(right)}", rpath)
+                    raise _Bad("E0548", f"unknown address type {_render(right)}", rpath)
                 name = "src_type" if f == "saddr" else "dst_type"
                 self.set_field(name, AddrType(AddrTypeKind(right), negated), path)
             case "&", [{"payload": {"protocol": "tcp", "field": "flags"}}, mask]:
@@ -620,7 +620,7 @@ class _RuleReader:
             return _PROTO_NUMBERS[value]
         number = _int(value, path)
         if not 0 <= number <= 255:
-            raise _Bad("E0728", f"protocol {number} is out of range", path)
+            raise _Bad("E0548", f"protocol {number} is out of range", path)
         return number
 
     def named_int(self, value: object, names: dict[str, int], path: Path) -> int:
@@ -635,7 +635,7 @@ class _RuleReader:
         if isinstance(right, dict) and set(right) == {"set"}:
             items = right["set"]
             if not isinstance(items, list):
-                raise _Bad("E0720", "a set must be an array", path)
+                raise _Bad("E0540", "a set must be an array", path)
             return [self.element(item) for item in items]
         return [right]
 
@@ -648,12 +648,12 @@ class _RuleReader:
     def named_set(self, name: str, path: Path) -> list[Any]:
         found = self.nft.sets.get(name)
         if found is None:
-            raise _Bad("E0729", f"set @{name} is not declared in table "
+            raise _Bad("E0549", f"set @{name} is not declared in table "
                        f"{self.nft.family.value} {self.nft.name}", path)
         set_path, body = found
         elements = body.get("elem", [])
         if not isinstance(elements, list):
-            raise _Bad("E0720", "a set's elem must be an array", (*set_path, "elem"))
+            raise _Bad("E0540", "a set's elem must be an array", (*set_path, "elem"))
         return [self.element(e) for e in elements]
 
     def addresses(self, right: Any, family: Family, negated: bool, path: Path) -> AddressSet:
@@ -661,7 +661,7 @@ class _RuleReader:
         for item in self.items(right, path):
             prefixes.extend(self.prefixes(item, family, path))
         if not prefixes:
-            raise _Bad("E0728", "an empty address set is not modelled", path)
+            raise _Bad("E0548", "an empty address set is not modelled", path)
         return AddressSet(tuple(prefixes), negated)
 
     def prefixes(self, item: Any, family: Family, path: Path) -> list[Prefix]:
@@ -673,7 +673,7 @@ class _RuleReader:
         elif isinstance(item, dict) and "prefix" in item and isinstance(item["prefix"], dict):
             addr, length = item["prefix"].get("addr"), item["prefix"].get("len")
             if not isinstance(addr, str):
-                raise _Bad("E0728", f"bad prefix {_render(item)}", path)
+                raise _Bad("E0548", f"bad prefix {_render(item)}", path)
             result = [self.prefix(f"{addr}/{_int(length, path)}", path)]
         elif isinstance(item, dict) and "range" in item and isinstance(item["range"], list) \
                 and len(item["range"]) == 2:
@@ -681,24 +681,24 @@ class _RuleReader:
                          for a in item["range"])
             if low is None or high is None or not low.is_host or not high.is_host or \
                     low.family is not high.family or low.network > high.network:
-                raise _Bad("E0728", f"bad address range {_render(item)}", path)
+                raise _Bad("E0548", f"bad address range {_render(item)}", path)
             result = list(prefixes_of(low.family, low.network, high.network))
         else:
-            raise _Bad("E0726", f"address {_render(item)} is not modelled", path)
+            raise _Bad("E0546", f"address {_render(item)} is not modelled", path)
         if any(p.family is not family for p in result):
-            raise _Bad("E0728", f"{_render(item)} is not an {family.value} address", path)
+            raise _Bad("E0548", f"{_render(item)} is not an {family.value} address", path)
         return result
 
     def prefix(self, text: str, path: Path) -> Prefix:
         try:
             return Prefix.parse(text)
         except ValueError as exc:
-            raise _Bad("E0728", f"bad address {text!r}: {exc}", path) from None
+            raise _Bad("E0548", f"bad address {text!r}: {exc}", path) from None
 
     def ports(self, right: Any, negated: bool, path: Path) -> PortSet:
         ranges = [self.port_range(item, path) for item in self.items(right, path)]
         if not ranges:
-            raise _Bad("E0728", "an empty port set is not modelled", path)
+            raise _Bad("E0548", "an empty port set is not modelled", path)
         return PortSet(tuple(ranges), negated)
 
     def port_range(self, item: Any, path: Path) -> tuple[int, int]:
@@ -709,12 +709,12 @@ class _RuleReader:
         else:
             low = high = _int(item, path)
         if not 0 <= low <= high <= 65535:
-            raise _Bad("E0728", f"bad port range {_render(item)}", path)
+            raise _Bad("E0548", f"bad port range {_render(item)}", path)
         return low, high
 
     def interface(self, right: Any, negated: bool, path: Path) -> Interface:
         if not isinstance(right, str) or right.startswith("@") or not right:
-            raise _Bad("E0726", f"interface match on {_render(right)} is not modelled (one "
+            raise _Bad("E0546", f"interface match on {_render(right)} is not modelled (one "
                        "name only)", path)
         if right.endswith("*") and not right.endswith("\\*"):
             return Interface(right[:-1] + "+", negated)
@@ -725,12 +725,12 @@ class _RuleReader:
         states = set()
         for value in values:
             if not isinstance(value, str) or value not in {s.value for s in CtState}:
-                raise _Bad("E0728", f"unknown ct state {_render(value)}", path)
+                raise _Bad("E0548", f"unknown ct state {_render(value)}", path)
             states.add(CtState(value))
         if not states:
-            raise _Bad("E0728", "an empty ct state set is not modelled", path)
+            raise _Bad("E0548", "an empty ct state set is not modelled", path)
         if op == "==" and len(states) > 1 and isinstance(right, list):
-            raise _Bad("E0726", "ct state == with several states is not modelled (use in)",
+            raise _Bad("E0546", "ct state == with several states is not modelled (use in)",
                        path)
         return CtStates(frozenset(states), op in ("!=", "!"))
 
@@ -741,7 +741,7 @@ class _RuleReader:
         out = set()
         for name in names:
             if not isinstance(name, str) or name not in _FLAGS:
-                raise _Bad("E0728", f"unknown tcp flag {_render(name)}", path)
+                raise _Bad("E0548", f"unknown tcp flag {_render(name)}", path)
             out.add(_FLAGS[name])
         return frozenset(out)
 
@@ -750,13 +750,13 @@ class _RuleReader:
         units = {u.value: u for u in RateUnit}
         per = body.get("per", "second")
         if body.get("inv") or body.get("rate_unit", "packets") != "packets" or per not in units:
-            raise _Bad("E0726", f"limit {_render(body)} is not modelled (packet rates only)",
+            raise _Bad("E0546", f"limit {_render(body)} is not modelled (packet rates only)",
                        path)
         rate, burst = _int(body.get("rate"), path), _int(body.get("burst", 5), path)
         try:
             self.set_field("limit", Limit(rate, units[per], burst), path)
         except ValueError as exc:
-            raise _Bad("E0728", f"bad limit: {exc}", path) from None
+            raise _Bad("E0548", f"bad limit: {exc}", path) from None
 
     # --- statements and verdicts ------------------------------------------------------------
 
@@ -782,17 +782,17 @@ class _RuleReader:
                     _obj(body, path, key).get("port"), path)
                 if key == "masquerade":
                     if body is not None and set(body) - {"port"}:
-                        raise _Bad("E0727", f"masquerade {_render(body)} is not modelled", path)
+                        raise _Bad("E0547", f"masquerade {_render(body)} is not modelled", path)
                     return ir.Masquerade(ports)
                 if ports is None or set(body) - {"port"}:
-                    raise _Bad("E0727", f"redirect {_render(body)} is not modelled", path)
+                    raise _Bad("E0547", f"redirect {_render(body)} is not modelled", path)
                 return ir.Redirect(ports)
             case "mangle":
                 return self.mangle(_obj(body, path, key), path)
             case "vmap":
                 return self.vmap(_obj(body, path, key), path)
             case _:
-                raise _Bad("E0727", f"statement {key} is not modelled by rulec", path)
+                raise _Bad("E0547", f"statement {key} is not modelled by rulec", path)
 
     def reject_with(self, body: Any, path: Path) -> ir.RejectWith | None:
         if body is None:
@@ -807,21 +807,21 @@ class _RuleReader:
         for with_, names in REJECT_CODES.items():
             if column is not None and names[column] == code:
                 return with_
-        raise _Bad("E0727", f"reject {_render(body)} is not modelled", path)
+        raise _Bad("E0547", f"reject {_render(body)} is not modelled", path)
 
     def log(self, body: Any, path: Path) -> ir.Log:
         if body is None:
             return ir.Log()
         body = _obj(body, path, "a log")
         if set(body) - {"prefix", "level"}:
-            raise _Bad("E0727", f"log {_render(body)} is not modelled (prefix and level only)",
+            raise _Bad("E0547", f"log {_render(body)} is not modelled (prefix and level only)",
                        path)
         prefix = body.get("prefix")
         if prefix is not None and not isinstance(prefix, str):
-            raise _Bad("E0728", "a log prefix must be a string", path)
+            raise _Bad("E0548", "a log prefix must be a string", path)
         level = body.get("level")
         if level is not None and level not in _LEVELS:
-            raise _Bad("E0727", f"log level {_render(level)} is not modelled", path)
+            raise _Bad("E0547", f"log level {_render(level)} is not modelled", path)
         return ir.Log(prefix, _LEVELS[level] if level is not None else None)
 
     def nat_ports(self, port: Any, path: Path) -> tuple[int, int] | None:
@@ -831,7 +831,7 @@ class _RuleReader:
 
     def nat(self, key: str, body: dict[str, Any], path: Path) -> ir.Action:
         if set(body) - {"addr", "port", "family"} or not isinstance(body.get("addr"), str):
-            raise _Bad("E0727", f"{key} {_render(body)} is not modelled (one address, "
+            raise _Bad("E0547", f"{key} {_render(body)} is not modelled (one address, "
                        "optional port)", path)
         address = self.prefix(body["addr"], path)
         ports = self.nat_ports(body.get("port"), path)
@@ -845,7 +845,7 @@ class _RuleReader:
             return ir.SetMss(_int(value, path))
         if key == {"meta": {"key": "mark"}}:
             return self.set_mark(value, path)
-        raise _Bad("E0727", f"setting {_render(key)} is not modelled by rulec", path)
+        raise _Bad("E0547", f"setting {_render(key)} is not modelled by rulec", path)
 
     def set_mark(self, value: Any, path: Path) -> ir.SetMark:
         """mark = (mark & keep) op operand, back to SetMark's (mark & ~mask) ^ value."""
@@ -859,7 +859,7 @@ class _RuleReader:
         if not (isinstance(value, dict) and len(value) == 1 and set(value) <= {"|", "^"}
                 and isinstance(next(iter(value.values())), list)
                 and len(next(iter(value.values()))) == 2):
-            raise _Bad("E0727", f"mark set {_render(value)} is not modelled", path)
+            raise _Bad("E0547", f"mark set {_render(value)} is not modelled", path)
         op, (inner, operand) = next(iter(value.items()))
         operand = _int(operand, path) & MAX_MARK
         if inner == mark:
@@ -868,7 +868,7 @@ class _RuleReader:
                 len(inner["&"]) == 2 and inner["&"][0] == mark:
             keep = _int(inner["&"][1], path) & MAX_MARK
         else:
-            raise _Bad("E0727", f"mark set {_render(value)} is not modelled", path)
+            raise _Bad("E0547", f"mark set {_render(value)} is not modelled", path)
         if op == "^":
             return ir.SetMark(operand, ~keep & MAX_MARK)
         return ir.SetMark(operand, ~(keep & ~operand) & MAX_MARK)
@@ -877,33 +877,33 @@ class _RuleReader:
         key, data = body.get("key"), body.get("data")
         keys_json = key["concat"] if isinstance(key, dict) and "concat" in key else [key]
         if not isinstance(keys_json, list) or not keys_json:
-            raise _Bad("E0727", f"verdict map key {_render(key)} is not modelled", path)
+            raise _Bad("E0547", f"verdict map key {_render(key)} is not modelled", path)
         keys = [self.map_key(k, (*path, "key")) for k in keys_json]
         if isinstance(data, str) and data.startswith("@"):
             entries = self.named_set(data[1:], path)
         elif isinstance(data, dict) and isinstance(data.get("set"), list):
             entries = data["set"]
         else:
-            raise _Bad("E0727", f"verdict map data {_render(data)} is not modelled", path)
+            raise _Bad("E0547", f"verdict map data {_render(data)} is not modelled", path)
         out = []
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 2:
-                raise _Bad("E0720", "a map element must be [key, verdict]", path)
+                raise _Bad("E0540", "a map element must be [key, verdict]", path)
             element, verdict_json = self.element(entry[0]), entry[1]
             parts = element["concat"] if isinstance(element, dict) and "concat" in element \
                 else [element]
             if not isinstance(parts, list) or len(parts) != len(keys):
-                raise _Bad("E0728", f"map element {_render(element)} does not fit its key",
+                raise _Bad("E0548", f"map element {_render(element)} does not fit its key",
                            path)
             values = tuple(self.map_value(k, p, path) for k, p in
                            zip(keys, parts, strict=True))
             vkey, vbody = _single(verdict_json, path)
             verdict = self.statement(vkey, vbody, path)
             if not isinstance(verdict, ir.Accept | ir.Drop | ir.Return | ir.Jump | ir.Goto):
-                raise _Bad("E0727", f"map verdict {vkey} is not modelled", path)
+                raise _Bad("E0547", f"map verdict {vkey} is not modelled", path)
             out.append((values, verdict))
         if not out:
-            raise _Bad("E0728", "an empty verdict map is not modelled", path)
+            raise _Bad("E0548", "an empty verdict map is not modelled", path)
         return ir.Vmap(tuple(k for k, _ in keys), tuple(out))
 
     def map_key(self, key: Any, path: Path) -> tuple[ir.MapKey, Any]:
@@ -921,7 +921,7 @@ class _RuleReader:
             case {"ct": {"key": "state"}}:
                 return ir.MapKey.CT_STATE, None
             case _:
-                raise _Bad("E0727", f"verdict map key {_render(key)} is not modelled", path)
+                raise _Bad("E0547", f"verdict map key {_render(key)} is not modelled", path)
 
     def map_value(self, key: tuple[ir.MapKey, Any], part: Any, path: Path) -> ir.MapValue:
         kind, family = key

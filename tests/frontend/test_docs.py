@@ -31,8 +31,7 @@ def test_example_parses(block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_error_table_matches_the_code() -> None:
     # Every code but those of the other input languages (Kubernetes YAML, Docker, ...).
-    # The nft importer's codes are in the same table (rulec import reads dumps beside policies).
-    dsl = {"dsl.py", "grammar.py", "syntax_errors.py", "nft_json.py"}
+    dsl = {"dsl.py", "grammar.py", "syntax_errors.py"}
     raised = set()
     for path in (ROOT / "rulec").rglob("*.py"):
         if "frontends" in path.parts and path.name not in dsl:
