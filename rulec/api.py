@@ -298,14 +298,16 @@ def to_policy(ruleset: Ruleset) -> str:
     return text
 
 
-def diff(old: Ruleset, new: Ruleset) -> Diff:
+def diff(old: Ruleset, new: Ruleset,
+         families: Sequence[Family] = (Family.IP, Family.IP6)) -> Diff:
     """Every packet whose fate differs between two rulesets (verdict, NAT rewrite, mark or
     MSS change), grouped into changes with a witness packet and the deciding rule of each
-    side; `Diff.equivalent` when there are none. Exact: rulec.analysis.diff."""
+    side; `Diff.equivalent` when there are none. Only `families` are compared (an
+    ip6tables-save dump says nothing of IPv4). Exact: rulec.analysis.diff."""
     from rulec.analysis.diff import diff as compare
 
     with paused_gc():
-        return compare(old, new)
+        return compare(old, new, families)
 
 
 def optimised(ruleset: Ruleset, target: str = "nft") -> Ruleset:

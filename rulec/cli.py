@@ -17,6 +17,7 @@ from rulec import api, output
 from rulec.backends.stats import kernel_rule_counts
 from rulec.diagnostics import Diagnostic, RulecError, escape, render
 from rulec.ir.nodes import Ruleset
+from rulec.ir.values import Family
 from rulec.passes import DEFAULT_PIPELINE, PASSES
 from rulec.validation import ValidationError
 
@@ -543,6 +544,17 @@ def _read_sides(old_side: _Side, new_side: _Side, args: argparse.Namespace
     return (live, scope) if old_side.live else (scope, live)
 
 
+def _families(old_side: _Side, old: Ruleset, new_side: _Side, new: Ruleset
+              ) -> tuple[Family, ...]:
+    """The families to compare: a one-family dump (iptables-save or ip6tables-save) holds no
+    say on the other family's packets, so only its own is compared."""
+    for side, ruleset in ((old_side, old), (new_side, new)):
+        held = {t.family for t in ruleset.tables}
+        if side.dump and len(held) == 1 and Family.INET not in held:
+            return tuple(held)
+    return (Family.IP, Family.IP6)
+
+
 def _diff(args: argparse.Namespace) -> int:
     from rulec.analysis import render
     from rulec.analysis.space import AnalysisError
@@ -573,7 +585,7 @@ def _diff(args: argparse.Namespace) -> int:
         if args.optimised:
             new = api.optimised(old)
         try:
-            result = api.diff(old, new)
+            result = api.diff(old, new, _families(old_side, old, new_side, new))
         except AnalysisError as exc:
             raise _UsageError(f"rulec diff: error: {exc}") from exc
         printer = {"text": render.text, "markdown": render.markdown,

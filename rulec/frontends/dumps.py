@@ -48,6 +48,8 @@ def read_dump(source: SourceFile, fmt: Format | None = None, *, family: Family |
               opaque: bool = False, ipsets: Mapping[str, AddressSet] | None = None) -> Ruleset:
     """A dump as IR: every rule's span points into it. RulecError for what rulec does not
     model (unless `opaque`: then an unmodelled match is kept as an unknown condition)."""
+    if fmt is None and not source.text.strip():
+        return Ruleset()  # what iptables-save prints for a kernel holding no rules
     fmt = fmt or detect(source.text)
     if fmt == "iptables-save":
         from rulec.frontends.iptables_save import read_iptables_save

@@ -129,7 +129,7 @@ def nft_json_to_ir(data: object, locate: Locate, *, opaque: bool = False) -> ir.
     def report(bad: _Bad) -> None:
         out.error(bad.code, f"{bad.message} (at {_path_text(bad.path)})", locate(bad.path))
 
-    reader = _Reader(opaque=opaque, report=report)
+    reader = _Reader(opaque=opaque, report=report, locate=locate)
     try:
         reader.document(data)
         ruleset = reader.ruleset()
@@ -189,8 +189,10 @@ def _single(value: object, path: Path) -> tuple[str, Any]:
 
 
 class _Reader:
-    def __init__(self, *, opaque: bool, report: Callable[[_Bad], None]) -> None:
+    def __init__(self, *, opaque: bool, report: Callable[[_Bad], None],
+                 locate: Locate) -> None:
         self.opaque = opaque
+        self.locate = locate  # rules point into the dump, so diff and explain can name them
         self.report = report
         self.tables: dict[tuple[Family, str], _NftTable] = {}
 
@@ -503,7 +505,7 @@ class _RuleReader:
         if isinstance(action, ir.Vmap):
             self.check_vmap(match, action, path)
         return ir.Rule(match=match, statements=tuple(statements), action=action,
-                       comment=comment, span=None)
+                       comment=comment, span=self.reader.locate(self.path))
 
     def check_vmap(self, match: ir.Match, vmap: ir.Vmap, path: Path) -> None:
         for key in vmap.keys:

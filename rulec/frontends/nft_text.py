@@ -345,6 +345,9 @@ class _Parser:
             if self.accept("}"):
                 return out
             key = self.concat_value()
+            if self.at("comment"):  # rulec prints a map element's comment before its `:`
+                self.next()
+                key = {"elem": {"val": key, "comment": self.name("comment")}}
             item: Json = key
             if is_map or self.at(":"):
                 self.expect(":")

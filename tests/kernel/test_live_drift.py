@@ -33,7 +33,8 @@ def _rulec(ns: Namespace, *args: str) -> subprocess.CompletedProcess[str]:
 def _apply(topo: Topology, target: str) -> None:
     with backend_or_skip():
         for name in ("iptables", "ip6tables") if target == "iptables" else (target,):
-            verdict = load(compile_text(POLICY, name), topo.router, "nft")
+            verdict = load(compile_text(POLICY, name), topo.router,
+                           "nft" if target == "iptables" else None)
             assert verdict.ok, verdict.message
 
 
