@@ -2,7 +2,7 @@
 either import or fail with positioned diagnostics (never another exception), and every dump
 that imports becomes a policy (`rulec import`) whose compile every loader accepts, so
 "imported, printed, but the kernel rejects it" cannot hide. RULEC_FUZZ_EXAMPLES sets how many
-are drawn (default 300)."""
+are drawn (default 100)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.frontend.test_fuzz import mutated
 pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("RULEC_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("RULEC_FUZZ_EXAMPLES", "100"))
 COUNTS: Counter[str] = Counter()
 SEEDS = sorted({p.read_text(encoding="utf-8") for pattern in ("*.iptables", "*.ip6tables")
                 for p in [*(ROOT / "tests" / "golden" / "cases").rglob(pattern),
