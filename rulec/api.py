@@ -98,7 +98,7 @@ def docker_options(target: str, *, layout: str | None = None,
                          coexist=noflush, state_files=tuple(Path(p) for p in state))
 
 
-def _docker_passes(ruleset: Ruleset, passes: Sequence[str] | None) -> Sequence[str] | None:
+def docker_passes(ruleset: Ruleset, passes: Sequence[str] | None) -> Sequence[str] | None:
     # dockerd's rules are compared rule by rule with Docker's own; optimise only on request.
     from rulec.frontends.docker import generated
 
@@ -217,7 +217,7 @@ def compile_files(paths: Sequence[str | Path], target: str, *, noflush: bool = F
     warnings: list[Diagnostic] = []  # the frontend's (e.g. W0701), before the passes'
     ruleset = parse_files(paths, docker=docker, warnings=warnings)
     result = compile_ruleset(ruleset, target, noflush=noflush, provenance=provenance,
-                             passes=_docker_passes(ruleset, passes), ipset=ipset,
+                             passes=docker_passes(ruleset, passes), ipset=ipset,
                              both_families=both_families, validate=validate)
     return replace(result, warnings=(*warnings, *result.warnings))
 
@@ -257,7 +257,7 @@ def compile_text(text: str, target: str, *, name: str = "<string>", noflush: boo
     """The whole pipeline on a string."""
     docker = docker_options(target, layout=docker_layout, state=docker_state, noflush=noflush)
     ruleset = parse_text(text, name, docker=docker)
-    return emit(ruleset, target, noflush=noflush, passes=_docker_passes(ruleset, passes),
+    return emit(ruleset, target, noflush=noflush, passes=docker_passes(ruleset, passes),
                 ipset=ipset)
 
 
@@ -314,7 +314,7 @@ def optimised(ruleset: Ruleset, target: str = "nft") -> Ruleset:
     """What the default optimiser pipeline makes of a ruleset for a target (before the
     backend's own lowering), as compile runs it (dockerd's own chains are kept as they are)."""
     ctx = PassContext(named_sets=target in ("nft", "nft-json"))
-    passes = _docker_passes(ruleset, None)
+    passes = docker_passes(ruleset, None)
     with paused_gc():
         return run_pipeline(ruleset, ctx, DEFAULT_PIPELINE if passes is None else passes)[0]
 

@@ -10,7 +10,7 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rulec import api, output
@@ -23,12 +23,24 @@ from rulec.validation import ValidationError
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 EXIT_DIFFERENT = 1  # rulec diff: the policies differ
+EXIT_NOT_APPLIED = 4  # rulec apply: the load failed; the host holds what it held before
+EXIT_REVERTED = 5  # rulec apply --confirm: not confirmed in time; the old rules are back
+TTY_CONFIRM = 30.0  # seconds: `rulec apply` on a terminal asks for confirmation by default
 
 _EPILOG = """exit codes:
   0  success (warnings may have been printed)
   1  the policy has errors (printed as file:line:col: error[CODE]: message)
   2  usage error (bad option, missing file)
   3  internal error in rulec (a bug: please report it, with --debug output)
+"""
+
+_APPLY_EPILOG = """exit codes:
+  0  applied (or the kernel already held the policy); --dry-run: live equals the policy
+  1  the policy has errors; --dry-run: live differs from the policy
+  2  usage error (bad option, missing file, another apply holds the lock, not root)
+  3  internal error in rulec (a bug: please report it, with --debug output)
+  4  the load failed: the saved state was put back, the host holds what it held before
+  5  --confirm: no confirmation in time; the saved state was put back
 """
 
 
@@ -131,7 +143,116 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_dump_options(explain_cmd)
     _add_diff(commands)
     _add_import(commands)
+    _add_apply(commands)
     return parser
+
+
+def _add_apply(commands: argparse._SubParsersAction[_Parser]) -> None:
+    apply_cmd = commands.add_parser(
+        "apply", help="load a policy into this host's kernel: all or nothing, the least "
+        "change, confirm or revert (as root; docs/apply.md)", epilog=_APPLY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_inputs(apply_cmd)
+    apply_cmd.add_argument("--target", "-t", choices=("auto", "iptables", "nft"),
+                           default="auto", help="auto (default): nft when the kernel holds "
+                           "native nftables tables, else iptables (with ip6tables)")
+    apply_cmd.add_argument("--noflush", action="store_true",
+                           help="coexist mode: change only the chains the policy declares "
+                           "(iptables), beside dockerd and other agents")
+    apply_cmd.add_argument("--ipset", action="store_true",
+                           help="iptables: test address sets with ipsets")
+    apply_cmd.add_argument("--dry-run", action="store_true",
+                           help="show the semantic diff against the live kernel and stop "
+                           "(exit 0 when equal, 1 when different)")
+    apply_cmd.add_argument("--confirm", type=float, metavar="SECONDS",
+                           help="after loading, wait this long for a confirmation (Enter on "
+                           "the terminal, or `rulec confirm` from another session) and put "
+                           f"the old rules back without one (default {TTY_CONFIRM:g} on a "
+                           "terminal, off otherwise; 0: off)")
+    apply_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                           help="how the diff against the live kernel is printed")
+    _add_state_options(apply_cmd)
+    for name, text in (("confirm", "keep the rules of the apply waiting for confirmation"),
+                       ("rollback", "put back the state saved before the last apply (or "
+                        "finish undoing an interrupted one)")):
+        _add_state_options(commands.add_parser(name, help=text))
+
+
+def _add_state_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--state-dir", metavar="DIR", default="/var/lib/rulec",
+                         help="the lock, journal and saved states (default /var/lib/rulec)")
+    command.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                         help="how long to wait for another apply's lock (default 10)")
+
+
+def _tty_ask(left: float) -> bool:
+    """A line on the terminal (Enter) confirms."""
+    import select
+
+    ready, _, _ = select.select([sys.stdin], [], [], left)
+    if not ready:
+        return False
+    line = sys.stdin.readline()
+    if not line:
+        raise OSError("the terminal closed")
+    return True
+
+
+def _progress(line: str) -> None:
+    with contextlib.suppress(OSError):  # the operator's terminal may be gone
+        print(f"rulec apply: {escape(line)}", file=sys.stderr, flush=True)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from rulec import apply as applying
+    from rulec.analysis import render
+
+    _inputs(args)
+    tty = sys.stdin.isatty() and sys.stderr.isatty()
+    seconds = args.confirm if args.confirm is not None else (TTY_CONFIRM if tty else None)
+    if seconds is not None and seconds < 0:
+        raise _UsageError("rulec apply: error: --confirm takes a number of seconds >= 0")
+    policy = applying.Policy(files=tuple(args.files), inventory=args.inventory,
+                             docker_state=tuple(args.docker_state),
+                             docker_layout=args.docker_layout)
+    try:
+        result = applying.apply(policy, target=args.target, noflush=args.noflush,
+                                ipset=args.ipset, dry_run=args.dry_run, confirm=seconds,
+                                ask=_tty_ask if tty else None, state_dir=args.state_dir,
+                                wait=args.wait, report=_progress)
+    except applying.StateError as exc:
+        raise _UsageError(f"rulec apply: error: {exc}") from exc
+    except applying.ApplyError as exc:
+        print(f"rulec apply: error: {escape(str(exc))}", file=sys.stderr)
+        if exc.diff is not None:
+            print(render.text(exc.diff), end="", file=sys.stderr)
+        return EXIT_NOT_APPLIED if exc.restored or not args.dry_run else EXIT_USAGE
+    for line in result.warnings:
+        print(line, file=sys.stderr)
+    printer = {"text": render.text, "markdown": render.markdown,
+               "json": render.as_json}[args.format]
+    sys.stdout.write(printer(result.diff, str))
+    if args.dry_run:
+        return EXIT_OK if result.diff.equivalent else EXIT_DIFFERENT
+    return EXIT_REVERTED if result.reverted else EXIT_OK
+
+
+def _state_command(args: argparse.Namespace) -> int:
+    from rulec import apply as applying
+
+    try:
+        if args.command == "confirm":
+            print(f"rulec confirm: confirmed apply {applying.confirm(state_dir=args.state_dir)}")
+        else:
+            said = applying.rollback(state_dir=args.state_dir, wait=args.wait,
+                                     report=_progress)
+            print(f"rulec rollback: {said}")
+    except applying.StateError as exc:
+        raise _UsageError(f"rulec {args.command}: error: {exc}") from exc
+    except applying.ApplyError as exc:
+        print(f"rulec {args.command}: error: {escape(str(exc))}", file=sys.stderr)
+        return EXIT_NOT_APPLIED
+    return EXIT_OK
 
 
 def _add_diff(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -219,12 +340,30 @@ _DIFF_EPILOG = """exit codes (as diff(1)):
   3  internal error in rulec (a bug: please report it, with --debug output)
 """
 
+_APPLY_EPILOG = """exit codes:
+  0  applied (or the kernel already held the policy); --dry-run: live equals the policy
+  1  the policy has errors; --dry-run: live differs from the policy
+  2  usage error (bad option, missing file, another apply holds the lock, not root)
+  3  internal error in rulec (a bug: please report it, with --debug output)
+  4  the load failed: the saved state was put back, the host holds what it held before
+  5  --confirm: no confirmation in time; the saved state was put back
+"""
+
 
 _EXPLAIN_EPILOG = """exit codes:
   0  the packet was explained, whatever its verdict
   1  the policy or the --packet spelling has errors (file:line:col: error[CODE]: message)
   2  usage error (bad option, missing file, unknown pod)
   3  internal error in rulec (a bug: please report it, with --debug output)
+"""
+
+_APPLY_EPILOG = """exit codes:
+  0  applied (or the kernel already held the policy); --dry-run: live equals the policy
+  1  the policy has errors; --dry-run: live differs from the policy
+  2  usage error (bad option, missing file, another apply holds the lock, not root)
+  3  internal error in rulec (a bug: please report it, with --debug output)
+  4  the load failed: the saved state was put back, the host holds what it held before
+  5  --confirm: no confirmation in time; the saved state was put back
 """
 
 
@@ -526,21 +665,15 @@ def _read_sides(old_side: _Side, new_side: _Side, args: argparse.Namespace
     if not (old_side.live or new_side.live):
         old = _read_side(old_side, args.docker_layout, args)
         return old, old if args.optimised else _read_side(new_side, args.docker_layout, args)
-    from rulec.kernel.live import LiveError, detect_target, owned_by, read_live
-    from rulec.validation import entered, entrances
+    from rulec.kernel.live import LiveError, against_live, detect_target
 
     other = new_side if old_side.live else old_side
     scope = _read_side(other, args.docker_layout, args)
     try:
         target = detect_target() if args.target == "auto" else args.target
-        live = read_live(target, opaque=args.opaque)
+        live, scope = against_live(scope, target, noflush=args.noflush, opaque=args.opaque)
     except LiveError as exc:
         raise _UsageError(f"rulec diff: error: --live: {exc}") from exc
-    live = owned_by(live, scope, nft=target == "nft", noflush=args.noflush)
-    if args.noflush:
-        scope = replace(scope, entry_points=live.entry_points)
-    chains = entrances(scope)
-    live, scope = entered(live, chains), entered(scope, chains)
     return (live, scope) if old_side.live else (scope, live)
 
 
@@ -616,11 +749,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     command = None
+    dry_run = False
     try:
         args = parser.parse_args(argv)
         command = args.command
+        dry_run = bool(getattr(args, "dry_run", False))
         handlers = {"compile": _compile, "explain": _explain, "diff": _diff,
-                    "import": _import}
+                    "import": _import, "apply": _apply, "confirm": _state_command,
+                    "rollback": _state_command}
         return handlers.get(args.command, _check)(args)
     except ValidationError as exc:
         from rulec.analysis import render
@@ -635,7 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RulecError as exc:
         print(exc.render(), file=sys.stderr)
         count = sum(1 for d in exc.diagnostics if d.severity.value == "error")
-        if command == "diff":  # diff's 1 means "different", as diff(1)'s
+        if command == "diff" or (command == "apply" and dry_run):
+            # 1 means "different" there, as diff(1)'s
             print(f"rulec: {count} error{'s' if count != 1 else ''}; nothing was compared",
                   file=sys.stderr)
             return EXIT_USAGE

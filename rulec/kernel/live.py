@@ -13,10 +13,10 @@ import subprocess
 from dataclasses import replace
 from typing import Literal
 
-from rulec.diagnostics import SourceFile
+from rulec.diagnostics import RulecError, SourceFile
 from rulec.frontends.dumps import read_dump
 from rulec.ir.nodes import Ruleset, Table
-from rulec.ir.values import Family
+from rulec.ir.values import AddressSet, Family
 
 LiveTarget = Literal["auto", "iptables", "nft"]
 # The tables iptables-nft makes in nftables; any other table is someone's native nft.
@@ -64,12 +64,35 @@ def read_live(target: LiveTarget = "auto", *, opaque: bool = False) -> Ruleset:
         text = _run(["nft", "-j", "list", "ruleset"])
         return read_dump(SourceFile("<live nft>", text), "nft-json", opaque=opaque)
     tables: list[Table] = []
+    sets = live_ipsets()
     for tool, family in (("iptables-save", Family.IP), ("ip6tables-save", Family.IP6)):
         text = _run([tool])
         dump = read_dump(SourceFile(f"<live {tool}>", text), "iptables-save", family=family,
-                         opaque=opaque)
+                         opaque=opaque, ipsets=sets)
         tables.extend(dump.tables)
     return Ruleset(tables=tuple(tables))
+
+
+def live_ipsets() -> dict[str, AddressSet]:
+    """The kernel's ipsets that rulec can read, by name (`-m set` matches need their members).
+    A set of a type rulec does not model (fail2ban's timeouts, say) is left out: a rule that
+    tests it then fails to import, closed, instead of one set failing every read."""
+    from rulec.frontends.iptables_save import read_ipset
+
+    if shutil.which("ipset") is None:
+        return {}
+    out: dict[str, AddressSet] = {}
+    blocks: list[list[str]] = []
+    for line in _run(["ipset", "save"]).splitlines():
+        if line.startswith("create ") or not blocks:
+            blocks.append([])
+        blocks[-1].append(line)
+    for block in blocks:
+        try:
+            out.update(read_ipset(SourceFile("<live ipset save>", "\n".join(block) + "\n")))
+        except RulecError:
+            continue
+    return out
 
 
 def _keys(table: Table, nft: bool) -> list[tuple[object, ...]]:
@@ -99,3 +122,17 @@ def owned_by(live: Ruleset, scope: Ruleset, *, nft: bool, noflush: bool = False)
     declared_user = frozenset(c.name for t in scope.tables for c in t.chains if c.hook is None)
     entry = scope.entry_points | (declared_user if noflush else frozenset())
     return replace(live, tables=tuple(tables), entry_points=entry)
+
+
+def against_live(scope: Ruleset, target: Literal["iptables", "nft"], *, noflush: bool = False,
+                 opaque: bool = False) -> tuple[Ruleset, Ruleset]:
+    """The kernel's rules now narrowed to what `scope` (a policy as written) owns, and `scope`,
+    both with the same external entrances: the two sides of a drift diff."""
+    from rulec.validation import entered, entrances
+
+    live = owned_by(read_live(target, opaque=opaque), scope, nft=target == "nft",
+                    noflush=noflush)
+    if noflush:
+        scope = replace(scope, entry_points=live.entry_points)
+    chains = entrances(scope)
+    return entered(live, chains), entered(scope, chains)
