@@ -169,6 +169,10 @@ def _add_apply(commands: argparse._SubParsersAction[_Parser]) -> None:
                            "the terminal, or `rulec confirm` from another session) and put "
                            f"the old rules back without one (default {TTY_CONFIRM:g} on a "
                            "terminal, off otherwise; 0: off)")
+    apply_cmd.add_argument("--detach", action="store_true",
+                           help="with --confirm: return once loaded and leave the wait to a "
+                           "detached watcher, which puts the old rules back unless `rulec "
+                           "confirm` comes in time (for confirming over a new connection)")
     apply_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text",
                            help="how the diff against the live kernel is printed")
     _add_state_options(apply_cmd)
@@ -212,13 +216,16 @@ def _apply(args: argparse.Namespace) -> int:
     seconds = args.confirm if args.confirm is not None else (TTY_CONFIRM if tty else None)
     if seconds is not None and seconds < 0:
         raise _UsageError("rulec apply: error: --confirm takes a number of seconds >= 0")
+    if args.detach and not seconds:
+        raise _UsageError("rulec apply: error: --detach needs --confirm SECONDS")
     policy = applying.Policy(files=tuple(args.files), inventory=args.inventory,
                              docker_state=tuple(args.docker_state),
                              docker_layout=args.docker_layout)
     try:
         result = applying.apply(policy, target=args.target, noflush=args.noflush,
                                 ipset=args.ipset, dry_run=args.dry_run, confirm=seconds,
-                                ask=_tty_ask if tty else None, state_dir=args.state_dir,
+                                ask=_tty_ask if tty and not args.detach else None,
+                                detach=args.detach, state_dir=args.state_dir,
                                 wait=args.wait, report=_progress)
     except applying.StateError as exc:
         raise _UsageError(f"rulec apply: error: {exc}") from exc

@@ -45,6 +45,7 @@ from rulec.apply.host import (
     rulec_set_lines,
     rulec_sets_used,
     section,
+    set_signature,
 )
 from rulec.apply.state import DEFAULT_STATE_DIR, StateDir, StateError
 
@@ -77,6 +78,7 @@ class ApplyResult:
     applied: bool  # the kernel now holds the policy (False: dry run, or reverted)
     reverted: bool = False  # loaded, not confirmed in time, put back and proven
     sent: tuple[Sent, ...] = ()  # every command that changed the kernel, in order
+    awaiting: str | None = None  # detach: the apply id `rulec confirm` must confirm
     warnings: tuple[str, ...] = ()
 
 
@@ -104,11 +106,13 @@ def _quiet(_line: str) -> None:
 def apply(policy: Policy | Sequence[str | Path], *, target: str = "auto",
           noflush: bool = False, ipset: bool = False, dry_run: bool = False,
           confirm: float | None = None, ask: Callable[[float], bool] | None = None,
-          state_dir: str | Path = DEFAULT_STATE_DIR, wait: float = 10.0,
-          report: Report = _quiet) -> ApplyResult:
+          detach: bool = False, state_dir: str | Path = DEFAULT_STATE_DIR,
+          wait: float = 10.0, report: Report = _quiet) -> ApplyResult:
     """Load `policy` into this host's kernel (the caller's network namespace), all or nothing.
     `confirm`: seconds to wait, after loading, for `rulec confirm` (or `ask`, called with the
     seconds left, returning True on a confirmation); without one the saved state is put back.
+    `detach`: return at once and leave the wait to a detached watcher process (the way to
+    confirm over a connection the new rules might cut, as Ansible does).
     RulecError for a bad policy, ApplyError (the host as it was) for a failed load."""
     if not isinstance(policy, Policy):
         policy = Policy(files=tuple(str(p) for p in policy))
@@ -121,7 +125,10 @@ def apply(policy: Policy | Sequence[str | Path], *, target: str = "auto",
         if not dry_run:
             _recover(state, host, report)
         live_diff = _live_diff(compiled.written, chosen, noflush)
-        change, plan = _plan(host, chosen, compiled, noflush)
+        try:
+            change, plan = _plan(host, chosen, compiled, noflush)
+        except LoadError as exc:
+            raise ApplyError(f"cannot read the kernel's rules: {exc}") from exc
         report(f"live vs policy: {_summary(live_diff)}; to load: {change}")
         if dry_run:
             return ApplyResult(target=chosen, diff=live_diff, change=change, applied=False,
@@ -134,7 +141,11 @@ def apply(policy: Policy | Sequence[str | Path], *, target: str = "auto",
                                    "target": chosen, "noflush": noflush,
                                    "started": time.time(), "step": "saving"}
         state.record(journal, "saving")
-        files, meta = _snapshot(host, chosen, compiled, noflush)
+        try:
+            files, meta = _snapshot(host, chosen, compiled, noflush)
+        except LoadError as exc:
+            state.finish(keep=False)
+            raise ApplyError(f"cannot save the kernel's rules: {exc}") from exc
         state.save(files, meta)
         state.record(journal, "saved")
         try:
@@ -150,27 +161,84 @@ def apply(policy: Policy | Sequence[str | Path], *, target: str = "auto",
             report("verified: the kernel holds the policy")
         except (LoadError, ApplyError) as exc:
             report(f"failed: {exc}; putting the saved state back")
-            _restore(state.pending, host, report)
-            state.finish(keep=False)
+            _put_back(state, host, report, f"{exc}")
             raise ApplyError(f"{exc}; the saved state was put back", restored=True,
                              diff=getattr(exc, "diff", None)) from exc
         if confirm is not None and confirm > 0:
             journal["deadline"] = time.time() + confirm
+            if detach:
+                journal["watcher"] = _start_watcher(state, journal["id"])
+                state.record(journal, "awaiting-confirmation")
+                report(f"loaded; `rulec confirm` within {confirm:g} s keeps it, else the "
+                       f"watcher (pid {journal['watcher']}) puts the saved state back")
+                return ApplyResult(target=chosen, diff=live_diff, change=change,
+                                   applied=True, awaiting=journal["id"],
+                                   sent=tuple(host.sent), warnings=compiled.warnings)
             state.record(journal, "awaiting-confirmation")
             report(f"waiting {confirm:g} s for confirmation (`rulec confirm`)")
             if not _wait_confirmed(state, journal["id"], confirm, ask):
                 report("not confirmed in time: putting the saved state back")
-                _restore(state.pending, host, report)
-                state.finish(keep=False)
+                _put_back(state, host, report, "no confirmation in time")
                 return ApplyResult(target=chosen, diff=live_diff, change=change,
                                    applied=False, reverted=True, sent=tuple(host.sent),
                                    warnings=compiled.warnings)
             report("confirmed")
-        state.record(journal, "cleaning")
-        _drop_unused_sets(host, chosen, report)
-        state.finish(keep=True)
+        _complete(state, journal, host, report)
         return ApplyResult(target=chosen, diff=live_diff, change=change, applied=True,
                            sent=tuple(host.sent), warnings=compiled.warnings)
+
+
+def _put_back(state: StateDir, host: Host, report: Report, why: str) -> None:
+    """The saved state back; if even that fails, the journal stays for `rulec rollback`."""
+    try:
+        _restore(state.pending, host, report)
+    except (LoadError, ApplyError) as exc:
+        raise ApplyError(f"{why}; putting the saved state back failed too: {exc}. The saved "
+                         f"state and the journal are kept in {state.path}: `rulec rollback` "
+                         "tries again") from exc
+    state.finish(keep=False)
+
+
+def _complete(state: StateDir, journal: dict[str, Any], host: Host, report: Report) -> None:
+    state.record(journal, "cleaning")
+    _drop_unused_sets(host, journal["target"], report)
+    state.finish(keep=True)
+
+
+def watch(state_dir: str | Path, apply_id: str, report: Report = _quiet) -> bool:
+    """The detached watcher of an apply awaiting confirmation (`confirm=..., detach=True`):
+    keeps its rules once `rulec confirm` names it, puts the saved state back at the deadline.
+    True if confirmed. It outlives the session that started it (an SSH that dropped)."""
+    state = StateDir(state_dir)
+    while True:
+        journal = state.journal()
+        if journal is None or journal["id"] != apply_id:
+            return False  # rolled back (or finished) by someone else
+        if state.confirmed(apply_id) or time.time() >= float(journal["deadline"]):
+            break
+        time.sleep(0.1)
+    with state.locked(wait=60.0):
+        journal = state.journal()
+        if journal is None or journal["id"] != apply_id:
+            return False
+        host = Host()
+        if state.confirmed(apply_id):
+            _complete(state, journal, host, report)
+            return True
+        _restore(state.pending, host, report)
+        state.finish(keep=False)
+        return False
+
+
+def _start_watcher(state: StateDir, apply_id: str) -> int:
+    import subprocess
+    import sys
+
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "rulec.apply.watcher", str(state.path), apply_id],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True)
+    return watcher.pid
 
 
 def rollback(*, state_dir: str | Path = DEFAULT_STATE_DIR, wait: float = 10.0,
@@ -268,7 +336,13 @@ def _plan(host: Host, target: Target, compiled: _Compiled,
     sets6 = compiled.artifacts["ip6"].ipsets or ""
     needed = ipset_names(sets) | ipset_names(sets6)
     if needed:
-        held = ipset_names(host.read("ipset", "save"))
+        saved = host.read("ipset", "save")
+        held = ipset_names(saved)
+        for name in sorted(needed & held):
+            if set_signature(saved, name) != set_signature(sets + sets6, name):
+                raise ApplyError(f"ipset {name} exists but does not hold what rulec's name for "
+                                 "it says (changed by hand?); nothing was loaded: destroy it "
+                                 "(`ipset destroy`, once no rule uses it) and apply again")
         missing = needed - held
         if missing:
             steps.append(("loading-sets", ("ipset", "restore", "-exist"),
@@ -371,7 +445,7 @@ def _restore(saved: Path, host: Host, report: Report) -> None:
                     != _chains(before.get(table, empty), check)):
                 raise ApplyError(f"the saved {family} {table} table was put back but reads back "
                                  "differently")
-    _drop_unused_sets(host, "iptables", report)
+    _drop_unused_sets(host, "iptables", report, frozenset(ipset_names(sets)))
     report("restored: every touched table reads back as saved")
 
 
@@ -401,28 +475,54 @@ def _strip_counters(text: str) -> str:
     return re.sub(r"counter packets \d+ bytes \d+", "counter", text).strip()
 
 
-def _drop_unused_sets(host: Host, target: Target | str, report: Report) -> None:
-    """rulec's ipsets that no rule tests any more (a set change makes a set of a new name)."""
+def _drop_unused_sets(host: Host, target: Target | str, report: Report,
+                      keep: frozenset[str] = frozenset()) -> None:
+    """rulec's ipsets that no rule tests any more (a set change makes a set of a new name),
+    but never one in `keep` (there before the apply began)."""
     if target != "iptables" or not _have("ipset"):
         return
     used = rulec_sets_used([host.read(SAVE[f]) for f in FAMILIES])
     held = {n for n in ipset_names(host.read("ipset", "save")) if rulec_sets_used([n])}
-    for name in sorted(held - used):
+    for name in sorted(held - used - keep):
         with contextlib.suppress(LoadError):  # in use by something rulec did not write
             host.send(("ipset", "destroy", name))
             report(f"dropped the unused ipset {name}")
 
 
 def _recover(state: StateDir, host: Host, report: Report) -> bool:
-    """An apply that stopped before its end (killed, crashed): put back what it saved."""
+    """An apply that stopped before its end (killed, crashed): put back what it saved, or
+    keep it if it was confirmed. One still awaiting its confirmation is refused."""
     journal = state.journal()
     if journal is None:
         return False
-    report(f"an earlier apply (pid {journal.get('pid')}) stopped at step "
-           f"{journal['step']!r}: putting back the state saved before it")
-    if state.pending.exists() and journal["step"] not in ("saving",):
+    step = journal["step"]
+    if step == "awaiting-confirmation":
+        if state.confirmed(journal["id"]):
+            report(f"the confirmed apply {journal['id']} is kept")
+            _complete(state, journal, host, report)
+            return True
+        waiter = journal.get("watcher", journal.get("pid"))
+        if time.time() < float(journal["deadline"]) and _alive(waiter):
+            raise StateError(f"apply {journal['id']} awaits confirmation for "
+                             f"{float(journal['deadline']) - time.time():.0f} s more: "
+                             "`rulec confirm` or `rulec rollback` first")
+    report(f"an earlier apply (pid {journal.get('pid')}) stopped at step {step!r}: putting "
+           "back the state saved before it")
+    if state.pending.exists() and step != "saving":
         _restore(state.pending, host, report)
     state.finish(keep=False)
+    return True
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True
 
 

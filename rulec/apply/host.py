@@ -190,6 +190,23 @@ def ipset_names(save_text: str) -> set[str]:
             if line.startswith("create ") and len(line.split()) > 1}
 
 
+def set_signature(ipsets: str, name: str) -> tuple[str, frozenset[str]]:
+    """A set's type and members as `ipset save` or rulec print them (/32 and /128 aside)."""
+    kind, members = "", set()
+    for line in ipsets.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[1] != name:
+            continue
+        if words[0] == "create":
+            family = words[words.index("family") + 1] if "family" in words else "inet"
+            kind = f"{words[2]} {family}"
+        elif words[0] == "add":
+            member = words[2]
+            members.add(member.removesuffix("/32") if "." in member
+                        else member.removesuffix("/128"))
+    return kind, frozenset(members)
+
+
 def rulec_set_lines(ipsets: str, names: set[str]) -> str:
     """The `ipset restore` lines of `ipsets` (rulec's own) for the sets in `names` only."""
     keep = [line for line in ipsets.splitlines()
