@@ -170,15 +170,23 @@ def changed_chains(old: dict[str, SaveTable], new: dict[str, SaveTable], *,
             policy = wanted.policies.get(chain)
             if (chain not in held.policies or chain not in wanted.policies
                     or (policy is not None and policy != held.policies[chain])
-                    or _bare(held.rules.get(chain, [])) != _bare(wanted.rules.get(chain, []))):
+                    or _bare(chain, held.rules.get(chain, []))
+                    != _bare(chain, wanted.rules.get(chain, []))):
                 differ.add(chain)
         if differ:
             out[name] = differ
     return out
 
 
-def _bare(lines: list[str]) -> list[str]:
-    return [line.split("] ", 1)[1] if line.startswith("[") else line for line in lines]
+def _bare(chain: str, lines: list[str]) -> list[str]:
+    """The rule lines without counters, and without a last unconditional RETURN: leaving the
+    chain at its end does the same. dockerd appends `-j RETURN` to a DOCKER-USER that lacks
+    one at every `docker network create`; counting it would reload DOCKER-USER (its counters
+    reset) at each apply after that, though the dry run finds nothing to change."""
+    bare = [line.split("] ", 1)[1] if line.startswith("[") else line for line in lines]
+    if bare and bare[-1] == f"-A {chain} -j RETURN":
+        bare.pop()
+    return bare
 
 
 def rulec_sets_used(save_texts: list[str]) -> set[str]:
