@@ -212,6 +212,7 @@ def _apply(args: argparse.Namespace) -> int:
     from rulec.analysis import render
 
     _inputs(args)
+    _need_root("apply")
     tty = sys.stdin.isatty() and sys.stderr.isatty()
     seconds = args.confirm if args.confirm is not None else (TTY_CONFIRM if tty else None)
     if seconds is not None and seconds < 0:
@@ -244,9 +245,18 @@ def _apply(args: argparse.Namespace) -> int:
     return EXIT_REVERTED if result.reverted else EXIT_OK
 
 
+def _need_root(command: str) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        raise _UsageError(f"rulec {command}: error: needs root: it reads and loads this "
+                          "host's netfilter rules (sudo rulec ...)")
+
+
 def _state_command(args: argparse.Namespace) -> int:
     from rulec import apply as applying
 
+    _need_root(args.command)
     try:
         if args.command == "confirm":
             print(f"rulec confirm: confirmed apply {applying.confirm(state_dir=args.state_dir)}")
