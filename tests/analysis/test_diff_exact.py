@@ -221,8 +221,10 @@ def _edited(draw: st.DrawFn, ruleset: ir.Ruleset) -> ir.Ruleset:
     return replace(ruleset, tables=tuple(tables))
 
 
-# Drawing whole rulesets of every kind is slow: the profile's count (the ci profile: more).
-@settings(deadline=None,
+# Drawing whole rulesets of every kind is slow (about 1 s each): 40 by default, the ci
+# profile's count when it asks for more.
+@settings(deadline=None, max_examples=40 if settings.default.max_examples <= 100
+          else settings.default.max_examples,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.data())
 def test_nat_mark_and_mss_differences_are_reported(data: st.DataObject) -> None:

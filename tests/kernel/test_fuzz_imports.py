@@ -24,7 +24,7 @@ from tests.frontend.test_fuzz import mutated
 pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("RULEC_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("RULEC_FUZZ_EXAMPLES", "50"))
 COUNTS: Counter[str] = Counter()
 SEEDS = sorted({p.read_text(encoding="utf-8") for pattern in ("*.iptables", "*.ip6tables")
                 for p in [*(ROOT / "tests" / "golden" / "cases").rglob(pattern),
