@@ -1,5 +1,5 @@
-"""What the rulec modules share: importing rulec on the managed host, clearly failing when the
-Python Ansible runs there cannot, and the exit codes of the `rulec` command they report as rc."""
+"""What the rulec modules share: importing rulec on the managed host, and failing clearly, with
+how to fix it, when the Python Ansible runs there cannot."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 INSTALL = ("Install rulec into the Python Ansible uses on the host (`pip install rulec`, run "
            "by that interpreter), or point ansible_python_interpreter at a Python that has it.")
-# The `rulec apply` exit codes (rulec.cli, docs/apply.md); rulec.cli is not importable when
-# rulec is missing, and that failure must have a code too.
+# rulec.cli's EXIT_USAGE, which cannot be imported when rulec is missing.
 EXIT_USAGE = 2
 
 

@@ -17,6 +17,9 @@ description:
   - A confirmation is written under rulec's lock and only before the deadline, so the task
     succeeds exactly when the rules are kept. When the deadline has passed, it fails with
     C(rc=5) once the watcher has put the old rules back.
+  - It fails with C(rc=2) when the apply named no longer awaits confirmation. By then it was
+    confirmed already, reverted at its deadline, or rolled back, and the host does not
+    record which.
 version_added: "0.1.0"
 requirements:
   - rulec, importable by the Python Ansible uses on the managed host (C(pip install rulec))
@@ -124,8 +127,6 @@ def run(module: AnsibleModule) -> None:
         done = _watcher_done(state, journal, wait)
     except StateError as exc:
         module.fail_json(msg=str(exc), rc=EXIT_USAGE)
-    except _Gone as exc:
-        module.fail_json(msg=str(exc), rc=EXIT_REVERTED)
     if late:
         module.fail_json(msg=f"apply {journal['id']} was not confirmed within its deadline; "
                          + ("the watcher put the saved state back" if done else
@@ -137,22 +138,21 @@ def run(module: AnsibleModule) -> None:
     module.exit_json(changed=True, apply_id=journal["id"], kept=done)
 
 
-class _Gone(Exception):
-    """The apply named no longer awaits confirmation: its watcher or a rollback undid it."""
-
-
 def _awaiting(state: Any, wanted: str | None) -> dict[str, Any]:
+    """The journal of the apply awaiting confirmation (the one named, if `wanted`)."""
     from rulec.apply.state import StateError
 
     journal = state.journal()
     if journal is None or journal.get("step") != AWAITING:
         if wanted is not None:
-            raise _Gone(f"apply {wanted} no longer awaits confirmation: its watcher put the "
-                        "saved state back at the deadline, or it was rolled back")
+            # Nothing on the host says which: the journal is gone either way.
+            raise StateError(f"apply {wanted} no longer awaits confirmation: it was confirmed "
+                             "already, or its watcher put the saved state back at the "
+                             "deadline, or it was rolled back")
         raise StateError(f"no rulec apply is waiting for confirmation (state {state.path})")
     if wanted is not None and journal["id"] != wanted:
-        raise _Gone(f"apply {wanted} no longer awaits confirmation (apply {journal['id']} "
-                    "does): it was put back at its deadline, or rolled back")
+        raise StateError(f"apply {wanted} no longer awaits confirmation; apply "
+                         f"{journal['id']} does")
     return dict(journal)
 
 
