@@ -41,7 +41,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,kernel]'
+.venv/bin/python -m pip install -q -e '.[test,kernel,ansible]'
 
 # Twice: output must not depend on the hash seed (the golden files pin the bytes).
 PYTHONHASHSEED=0 .venv/bin/python -m pytest "$@"
