@@ -6,6 +6,7 @@ Layout of the state directory (/var/lib/rulec by default):
   pending/      the host's rules as they were before the apply in progress
   previous/     the state before the last completed apply (what `rulec rollback` restores)
   confirm       written by `rulec confirm`: the id of the apply it confirms
+  outcome       the last apply's id and whether its rules were kept or put back
 Every file is written to a temporary name, synced and renamed, so a crash leaves the old
 version or the new one, never half of one.
 """
@@ -54,6 +55,7 @@ class StateDir:
         self.pending = self.path / "pending"
         self.previous = self.path / "previous"
         self.confirm_path = self.path / "confirm"
+        self.outcome_path = self.path / "outcome"
 
     def create(self) -> None:
         try:
@@ -112,6 +114,10 @@ class StateDir:
     def finish(self, *, keep: bool) -> None:
         """The apply is over: its saved state becomes `previous` (`keep`, after a completed
         apply) or is dropped (after a rollback), and the journal goes."""
+        journal = self.journal()
+        if journal is not None:
+            write_atomic(self.outcome_path,
+                         f"{journal['id']} {'kept' if keep else 'put back'}\n")
         if keep and self.pending.exists():
             if self.previous.exists():
                 shutil.rmtree(self.previous)
@@ -149,13 +155,34 @@ class StateDir:
 
     # -- confirmation -----------------------------------------------------------------------
 
-    def confirm(self) -> str:
-        """`rulec confirm`: confirm the apply waiting for it; its id, or StateError."""
+    def confirm(self, settle: float | None = 10.0) -> str:
+        """`rulec confirm`: confirm the apply waiting for it, and wait (up to `settle` s;
+        None: not at all, for a caller holding the lock) for its waiter to keep the rules; its
+        id. StateError if none waits, or if its deadline came first and the rules went back."""
         journal = self.journal()
         if journal is None or journal.get("step") != "awaiting-confirmation":
             raise StateError(f"no rulec apply is waiting for confirmation (state {self.path})")
-        write_atomic(self.confirm_path, f"{journal['id']}\n")
-        return str(journal["id"])
+        apply_id = str(journal["id"])
+        write_atomic(self.confirm_path, f"{apply_id}\n")
+        if settle is None:
+            return apply_id
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            current = self.journal()
+            if current is None or current["id"] != apply_id:
+                break
+            time.sleep(0.05)
+        else:
+            raise StateError(f"apply {apply_id} was confirmed but its waiter has not kept the "
+                             f"rules within {settle:g} s: is it still running?")
+        try:
+            outcome = self.outcome_path.read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            outcome = []
+        if outcome[:1] != [apply_id] or outcome[1:] != ["kept"]:
+            raise StateError(f"apply {apply_id}: its deadline came before the confirmation; "
+                             "the saved state was put back")
+        return apply_id
 
     def confirmed(self, apply_id: str) -> bool:
         try:

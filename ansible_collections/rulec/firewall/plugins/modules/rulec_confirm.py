@@ -123,7 +123,7 @@ def run(module: AnsibleModule) -> None:
             journal = _awaiting(state, wanted)
             late = time.time() >= float(journal["deadline"])
             if not late:
-                state.confirm()
+                state.confirm(settle=None)  # the watcher needs this lock to keep them
         done = _watcher_done(state, journal, wait)
     except StateError as exc:
         module.fail_json(msg=str(exc), rc=EXIT_USAGE)
